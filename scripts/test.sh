@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: installs everything, then runs lint, types and the whole suite
+# (unit tests and integration tests against real servers on loopback).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+ruff check .
+mypy
+exec pytest "$@"
