@@ -1,0 +1,69 @@
+"""The main job: everything Floorwatch needs on one machine, started in order.
+
+inventory check -> store migration -> sandbox (example inventory only) -> Prefect server
+with its UI on 127.0.0.1 -> blocks for the sandbox -> serve every deployment. Ctrl-C stops
+it all in reverse order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from floorwatch import store
+from floorwatch.errors import InventoryError
+from floorwatch.inventory import load_inventory
+
+HOME = Path(os.environ.get("FLOORWATCH_HOME", ".floorwatch"))
+
+
+def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -> int:
+    """Run until interrupted; returns the exit code."""
+    from deployments.server import PrefectServer
+
+    try:
+        inventory = load_inventory(inventory_path)
+    except InventoryError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"inventory {inventory_path}: {len(inventory.targets())} targets "
+          f"in {len(inventory.zones)} zones")
+
+    url = store.database_url()
+    revision = store.upgrade(url)
+    print(f"store {store.db_info(url)['url']} at revision {revision}")
+
+    box = None
+    if sandbox:
+        from sandbox.control import Sandbox
+
+        box = Sandbox(HOME / "sandbox")
+        if box.pid() is None:
+            state = box.up(chaos=chaos or None)
+            print(f"sandbox ready in {state['ready_s']} s"
+                  + (f", chaos every {chaos:g} s" if chaos else ""))
+        else:
+            box = None  # someone else's sandbox: use it, leave it running
+            print("sandbox already running; using it")
+
+    server = PrefectServer(HOME / "prefect", port=port)
+    try:
+        server.start()
+        os.environ.update(server.env())
+        print(f"Prefect UI: {server.ui_url}")
+        # Prefect reads its settings at import: import it only now that they are set.
+        from prefect import serve
+
+        from deployments.catalog import build_deployments
+
+        deployments = build_deployments(inventory, inventory_path)
+        print(f"serving {len(deployments)} deployments; Ctrl-C stops everything")
+        serve(*deployments, print_starting_message=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        if box is not None:
+            box.down()
+    return 0
