@@ -35,15 +35,17 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
     print(f"store {store.db_info(url)['url']} at revision {revision}")
 
     box = None
+    sandbox_state = None
     if sandbox:
         from sandbox.control import Sandbox
 
         box = Sandbox(HOME / "sandbox")
         if box.pid() is None:
-            state = box.up(chaos=chaos or None)
-            print(f"sandbox ready in {state['ready_s']} s"
+            sandbox_state = box.up(chaos=chaos or None)
+            print(f"sandbox ready in {sandbox_state['ready_s']} s"
                   + (f", chaos every {chaos:g} s" if chaos else ""))
         else:
+            sandbox_state = box.describe()
             box = None  # someone else's sandbox: use it, leave it running
             print("sandbox already running; using it")
 
@@ -56,6 +58,11 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
         from prefect import serve
 
         from deployments.catalog import build_deployments
+
+        if sandbox_state is not None:
+            from deployments.sandbox_blocks import save_sandbox_blocks
+
+            print(f"sandbox blocks saved: {', '.join(save_sandbox_blocks(sandbox_state))}")
 
         deployments = build_deployments(inventory, inventory_path)
         print(f"serving {len(deployments)} deployments; Ctrl-C stops everything")

@@ -97,7 +97,7 @@ class Platform:
     def _safe_stop(component: Component) -> None:
         try:
             component.stop()
-        except Exception:  # noqa: BLE001 - one part failing to stop must not keep others running
+        except Exception:
             log.exception("%s failed to stop cleanly", component.name)
 
     # -- faults ------------------------------------------------------------------------

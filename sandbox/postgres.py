@@ -197,22 +197,16 @@ class LocalPostgres:
         account = _system_account()
         os.chown(self.data_dir, account.pw_uid, account.pw_gid)
         # The postgres account must reach its folder; pytest's and mkdtemp's folders are 0700
-        # root-owned, so say which ancestor blocks rather than let initdb fail obscurely.
-        for parent in self.data_dir.parents:
-            probe = subprocess.run(
-                ["runuser", "-u", SYSTEM_USER, "--", "test", "-x", str(parent)],
-                capture_output=True,
-                timeout=COMMAND_TIMEOUT_S,
-                check=False,
-            )
-            if probe.returncode != 0:
-                raise SandboxError(
-                    f"the {SYSTEM_USER!r} user cannot traverse {parent} to reach "
-                    f"{self.data_dir}; put the data folder under a traversable folder "
-                    f"(e.g. chmod o+x {parent})"
-                )
-            if parent == Path("/"):
-                break
+        # root-owned, so name the ancestor that blocks rather than let initdb fail obscurely.
+        if _can_traverse(self.data_dir):
+            return
+        blocker = next(
+            (p for p in reversed(self.data_dir.parents) if not _can_traverse(p)), self.data_dir
+        )
+        raise SandboxError(
+            f"the {SYSTEM_USER!r} user cannot traverse {blocker} to reach {self.data_dir}; "
+            f"put the data folder under a traversable folder (e.g. chmod o+x {blocker})"
+        )
 
     def _initdb(self, bin_dir: Path) -> None:
         args = [
@@ -306,6 +300,16 @@ def _system_account() -> pwd.struct_passwd:
         ) from exc
 
 
+def _can_traverse(path: Path) -> bool:
+    probe = subprocess.run(
+        ["runuser", "-u", SYSTEM_USER, "--", "test", "-x", str(path)],
+        capture_output=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -313,9 +317,13 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, owned by another user
-    # A zombie child of ours would still answer signal 0; postgres is never our child
-    # (pg_ctl detaches it), so this is the real state.
-    return True
+    # pg_ctl detaches the postmaster, so init reaps it, and an init that reaps lazily leaves
+    # a zombie for a second or more: an exited process, whatever signal 0 says.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return True  # no procfs: trust signal 0
+    return stat.rpartition(")")[2].split()[0:1] != ["Z"]
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:

@@ -165,11 +165,12 @@ def _write(path: Path, data: bytes, *, private: bool) -> None:
     # Write beside and rename, so a server or client reading the file never sees half of it;
     # keys are created 0600 from the start rather than chmod-ed after being readable.
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     try:
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise SandboxError(f"tls: cannot write {path}: {exc}") from exc
-    os.replace(tmp, path)

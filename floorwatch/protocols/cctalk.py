@@ -261,9 +261,7 @@ def encode_bill_events(counter: int, events: Sequence[tuple[int, int]]) -> bytes
     if not 0 <= counter <= 255:
         raise ProtocolError(TARGET, f"cannot encode bill events: counter {counter} not a byte")
     if len(events) > BILL_EVENT_SLOTS:
-        raise ProtocolError(
-            TARGET, f"cannot encode bill events: {len(events)} events (at most 5)"
-        )
+        raise ProtocolError(TARGET, f"cannot encode bill events: {len(events)} events (at most 5)")
     pairs = [*events, *[(0, 0)] * (BILL_EVENT_SLOTS - len(events))]
     out = bytearray([counter])
     for a, b in pairs:
