@@ -122,8 +122,11 @@ def cmd_sandbox_down(args: argparse.Namespace) -> int:
 
 def cmd_sandbox_inventory(args: argparse.Namespace) -> int:
     from sandbox.inventory import render_inventory
+    from sandbox.topology import Layout
 
-    text = render_inventory(_sandbox(args).describe(), relative_to=Path(args.out).parent)
+    state = _sandbox(args).describe()
+    layout = Layout(Path(state["dir"]), state["base_port"], state["terminals"])
+    text = render_inventory(layout, relative_to=Path(args.out).resolve().parent)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
     return 0

@@ -282,7 +282,7 @@ def _build_mapping(
 
 _E = TypeVar("_E", bound=str)
 _NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")  # seconds: JSON dumps
 
 
 def _member(enum: Iterable[_E], noun: str) -> Callable[[object], object]:
@@ -336,7 +336,7 @@ def _parse_clock(value: object) -> object:
     if isinstance(value, time):
         return value
     if isinstance(value, str) and (match := _CLOCK.fullmatch(value)):
-        return time(int(match[1]), int(match[2]))
+        return time(int(match[1]), int(match[2]), int(match[3] or 0))
     raise PydanticCustomError("clock", f'must be a time of day "HH:MM", not {value!r}')
 
 

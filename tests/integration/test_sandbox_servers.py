@@ -299,6 +299,19 @@ def test_service_hang_accepts_connections_but_never_answers(servers: AppServers)
     assert servers.active_faults() == {}
 
 
+def test_svc_restart_over_ssh_recovers_a_hung_engine(servers: AppServers) -> None:
+    """`svc restart` of a SIGSTOPped engine replaces it (SIGTERM + SIGCONT) and clears the fault."""
+    info = servers.describe()[STANDBY]
+    servers.inject("service_hang", STANDBY)
+    with pytest.raises(httpx.ReadTimeout):
+        health(info, timeout=0.5)
+    code, text = ssh(info, "svc restart game-engine && svc journal game-engine -n 6")
+    assert code == 0, text
+    assert "SIGTERM: stopping" in text  # it stopped cleanly, not after the SIGKILL timeout
+    assert health(info).status_code == 200
+    assert servers.active_faults() == {}
+
+
 def test_hang_of_a_crashed_engine_is_refused(servers: AppServers) -> None:
     """service_hang needs a running engine: on a crashed one it raises a clear SandboxError."""
     servers.inject("service_crash", STANDBY)
@@ -335,7 +348,7 @@ def test_cpu_hog_shows_as_busy_cpu_and_in_ps(servers: AppServers) -> None:
     assert code == 0, text
     first, cpus, second, hog = text.splitlines()
     assert cpu_busy_fraction(first, second) >= 0.8 / int(cpus)  # one of the CPUs, at least
-    assert float(hog.split()[1]) > 50  # the hog's own %CPU
+    assert float(hog.split()[1]) > 25  # the hog's own %CPU (other tests may share the CPUs)
     servers.heal(PRIMARY)
     code, _ = ssh(info, "ps -eo args | grep -q '[c]pu-hog --server app-primary'")
     assert code == 1
