@@ -67,8 +67,9 @@ def _sandbox_summary(state: dict[str, Any]) -> str:
     for component, targets in state["components"].items():
         lines.append(f"  {component}:")
         for name, info in targets.items():
-            where = (info.get("url") or info.get("device")
-                     or (f"{info['host']}:{info['port']}" if "port" in info else ""))
+            host = info.get("host") or info.get("server")
+            where = info.get("url") or info.get("device") or (
+                f"{host}:{info['port']}" if host and "port" in info else "")
             lines.append(f"    {name:<24} {info.get('kind', ''):<9} {where}")
     lines.append(f"  state: {Path(state['dir']) / 'sandbox.json'}")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit
@@ -293,11 +293,30 @@ def _member(enum: Iterable[_E], noun: str) -> Callable[[object], object]:
     def check(value: object) -> object:
         if isinstance(value, str) and value in values:
             return value
-        raise PydanticCustomError(
-            "unknown_name", f"unknown {noun} {value!r} (expected one of: {expected})"
-        )
+        if isinstance(value, str):
+            message = f"unknown {noun} {value!r} (expected one of: {expected})"
+        else:
+            message = f"must be a {noun}, one of: {expected} (not {_shown(value)})"
+        raise PydanticCustomError("unknown_name", message)
 
     return check
+
+
+def _shown(value: object) -> str:
+    """A YAML value as a person wrote it: text quoted, numbers as is, else what it is."""
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, datetime):
+        return f"the date and time {value.isoformat()}"
+    if isinstance(value, date):
+        return f"the date {value.isoformat()}"
+    return "a list" if isinstance(value, list) else "a mapping"
 
 
 def _check_name(value: str) -> str:
@@ -327,7 +346,7 @@ def _check_timezone(value: str) -> str:
 def _check_version(value: object) -> object:
     if value != SUPPORTED_VERSION or isinstance(value, bool):
         raise PydanticCustomError(
-            "version", f"unsupported version {value!r} (expected {SUPPORTED_VERSION})"
+            "version", f"unsupported version {_shown(value)} (expected {SUPPORTED_VERSION})"
         )
     return value
 

@@ -106,6 +106,11 @@ def ensure_ed25519_key(path: Path, comment: str) -> str:
     return line
 
 
+def _left(deadline: float) -> float:
+    """Seconds to ``deadline``, at least a little, so a last attempt can still succeed."""
+    return max(deadline - time.monotonic(), 0.5)
+
+
 def _q(value: object) -> str:
     """A double-quoted sshd_config argument."""
     text = str(value)
@@ -315,7 +320,8 @@ class AppServers(Component):
         while True:
             self._check_alive(server)
             try:
-                info = server.client.call("list")
+                # a supervisor still starting services answers late: wait no longer than allowed
+                info = SvcClient(server.dir, timeout=_left(deadline)).call("list")
                 break
             except SupervisorUnavailable:
                 self._check_deadline(server, deadline, "the supervisor to answer")
@@ -338,7 +344,7 @@ class AppServers(Component):
         command = f"{shlex.quote(str(server.svc))} status {' '.join(server.service_ports)}"
         while True:
             try:
-                code, out, err = self.run_ssh(server.name, command, timeout=5)
+                code, out, err = self.run_ssh(server.name, command, timeout=_left(deadline))
             except (paramiko.BadHostKeyException, paramiko.AuthenticationException) as exc:
                 raise SandboxError(
                     f"servers: SSH login to {server.name} refused: {exc}" + server.log_tail("sshd")
