@@ -383,6 +383,12 @@ def _check_json_path(value: str) -> str:
     return value
 
 
+def _check_token(value: str) -> str:
+    if not value or any(char.isspace() for char in value):
+        raise PydanticCustomError("token", f"{value!r} must be one word, without blanks")
+    return value
+
+
 def _check_path_text(value: object) -> object:
     if isinstance(value, str) and not value.strip():
         raise PydanticCustomError("blank", "must not be empty")
@@ -391,6 +397,7 @@ def _check_path_text(value: object) -> object:
 
 Name = Annotated[str, AfterValidator(_check_name)]
 Text = Annotated[str, AfterValidator(_check_not_blank)]
+Token = Annotated[str, AfterValidator(_check_token)]  # host names, DNS names
 Seconds = Annotated[float, Strict(), Field(gt=0)]
 Count = Annotated[int, Strict(), Field(ge=1)]
 Percent = Annotated[float, Strict(), Field(gt=0, le=100)]
@@ -481,15 +488,15 @@ class Connection(_Model):
     the target's kind and is checked by the loader (``catalogue.CONNECTION_REQUIRED``)."""
 
     url: Text | None = None  # http(s) URL, or a SQLAlchemy URL for a database
-    host: Text | None = None
+    host: Token | None = None
     port: Port | None = None
-    block: Text | None = None  # name of a Prefect block with settings and secrets
+    block: Name | None = None  # name of a Prefect block with settings and secrets
     device: PathText | None = None  # serial device path (absolute once loaded) or pyserial URL
     baud: Annotated[int, Strict(), Field(gt=0)] = 9600
     protocol: ProtocolField | None = None
     address: Annotated[int, Strict(), Field(ge=1, le=255)] | None = None  # ccTalk address
-    ca_bundle: Path | None = None
-    record: Text | None = None  # DNS name watched by a dns_record target
+    ca_bundle: Annotated[Path, BeforeValidator(_check_path_text)] | None = None
+    record: Token | None = None  # DNS name watched by a dns_record target
     rdtype: Annotated[str, AfterValidator(_check_record_type)] = "A"
     expected: tuple[Text, ...] = ()  # values the record should hold
     backup: tuple[Text, ...] = ()  # values it holds after a DNS failover
@@ -1244,15 +1251,16 @@ class _Checker:
         for index, zone in _strings(window.get("zones")):
             if zone not in self.zone_lines:
                 self.add((*loc, "zones", index), f"unknown zone {zone!r}")
-        weekly = "weekly" in window
-        one_off = "start" in window or "end" in window
+        # `start:` with no value is YAML null: as good as absent, and reported as such.
+        weekly = window.get("weekly") is not None
+        one_off = window.get("start") is not None or window.get("end") is not None
         if weekly and one_off:
             self.add((*loc, "weekly"), "a window is weekly or one-off (start/end), not both")
         elif not weekly and not one_off:
             self.add(loc, "needs weekly, or start and end")
         elif one_off:
             for key, other in (("start", "end"), ("end", "start")):
-                if key not in window:
+                if window.get(key) is None:
                     self.add((*loc, key), f"required with {other}")
             self._check_order(window, loc)
 

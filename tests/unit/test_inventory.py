@@ -20,7 +20,7 @@ from floorwatch.catalogue import (
     SerialProtocol,
     TargetKind,
 )
-from floorwatch.errors import InventoryError
+from floorwatch.errors import InventoryError, Problem
 from floorwatch.inventory import (
     HttpProbe,
     Inventory,
@@ -222,6 +222,28 @@ def test_target_with_two_probes_of_one_kind_is_swept_once() -> None:
             - {kind: http, expect: {status: 204}}
         """), "      "))
     assert [t.name for t in inventory.sweep_groups()[("core", ProbeKind.HTTP)]] == ["web"]
+
+
+def test_loaded_inventory_survives_a_json_round_trip(platform: Inventory) -> None:
+    """A dumped inventory validates back to an equal one, as Prefect parameters need."""
+    dumped = platform.model_dump_json()
+    assert Inventory.model_validate_json(dumped) == platform
+    target = platform.target("hall-1-t01")
+    assert type(target).model_validate_json(target.model_dump_json()) == target
+
+
+def test_every_single_line_deletion_loads_or_fails_with_located_problems() -> None:
+    """Deleting any one line of the valid file never crashes the loader or loses a line."""
+    lines = PLATFORM.read_text().splitlines()
+    reports: list[list[Problem]] = []
+    for index in range(len(lines)):
+        try:
+            parse_inventory("\n".join(lines[:index] + lines[index + 1 :]))
+        except InventoryError as exc:
+            reports.append(exc.problems)
+    assert len(reports) > len(lines) // 2  # most lines matter
+    assert all(report for report in reports)
+    assert [p for report in reports for p in report if p.line is None] == []
 
 
 # -- paths ----------------------------------------------------------------------------------
@@ -506,6 +528,62 @@ zones:
         "inventory.yaml:14 zones[0].targets[0].probes[0].timeout: must be <= interval (10 s)",
         "inventory.yaml:16 zones[0].targets[0].probes[1].interval: "
         "must be >= timeout (10 s, inherited)",
+    ]
+
+
+def test_default_timeout_longer_than_default_interval_is_refused() -> None:
+    """The defaults section obeys the same timeout rule as probes."""
+    text = HEAD.replace("version: 1\n", "version: 1\ndefaults: {interval: 5, timeout: 10}\n")
+    text += "      - {name: h, kind: tcp_endpoint, connection: {host: h, port: 1}}\n"
+    assert problems(text) == [
+        "inventory.yaml:2 defaults.timeout: must be <= interval (5 s)"
+    ]
+
+
+def test_http_expectations_are_checked() -> None:
+    """json_equals needs a json_path, a json_path starts with $, a status is an HTTP status."""
+    text = (
+        HEAD
+        + """\
+      - name: web
+        kind: http_service
+        connection: {url: "http://127.0.0.1:1/"}
+        probes:
+          - kind: http
+            expect:
+              status: 700
+              json_path: status
+          - kind: http
+            expect: {json_equals: ok}
+"""
+    )
+    assert problems(text) == [
+        "inventory.yaml:14 zones[0].targets[0].probes[0].expect.status: must be <= 599",
+        "inventory.yaml:15 zones[0].targets[0].probes[0].expect.json_path: "
+        "must start with '$' (such as $.status), not 'status'",
+        "inventory.yaml:17 zones[0].targets[0].probes[1].expect.json_equals: needs json_path",
+    ]
+
+
+def test_contact_addresses_must_fit_their_channel() -> None:
+    """An email contact needs an address with @, an SMS contact an international number."""
+    text = """\
+version: 1
+contacts:
+  ops: {channel: email, address: ops.example.test}
+  night: {channel: sms, address: "99123456"}
+  pager: {channel: pager, address: "42"}
+zones:
+  - name: core
+    escalation: [ops, night]
+    targets: []
+"""
+    assert problems(text) == [
+        "inventory.yaml:3 contacts.ops.address: 'ops.example.test' is not an email address",
+        "inventory.yaml:4 contacts.night.address: '99123456' is not a phone number like "
+        "+35699123456",
+        "inventory.yaml:5 contacts.pager.channel: unknown channel 'pager' "
+        "(expected one of: slack, email, telegram, sms)",
     ]
 
 

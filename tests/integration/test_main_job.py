@@ -1,0 +1,89 @@
+"""The main job against a real `prefect server start`: it migrates the store, serves the
+deployments, runs one on request, and stops everything on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sandbox.topology import free_base_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_main_job_serves_deployments_runs_one_and_stops_cleanly(tmp_path: Path) -> None:
+    """`floorwatch run` serves check-inventory on a local Prefect server; a run requested
+    through the API completes with its artifact, and SIGINT leaves no server behind."""
+    port = free_base_port(span=1)
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PREFECT_") and k != "FLOORWATCH_DATABASE_URL"}
+    env["FLOORWATCH_HOME"] = str(tmp_path / "home")
+    log = (tmp_path / "main.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "floorwatch.cli", "run", "--no-sandbox", "--port", str(port),
+         "--inventory", str(ROOT / "inventory.example.yaml")],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        with httpx.Client(base_url=api, timeout=10) as client:
+            def deployment() -> dict | None:  # type: ignore[type-arg]
+                if proc.poll() is not None:
+                    raise AssertionError((tmp_path / "main.log").read_text())
+                try:
+                    r = client.get("/deployments/name/check-inventory/check-inventory")
+                except httpx.HTTPError:
+                    return None
+                return r.json() if r.status_code == 200 else None
+
+            dep = _wait_for(deployment, 120, "the check-inventory deployment")
+            assert dep["parameters"]["inventory_path"] == str(ROOT / "inventory.example.yaml")
+
+            run = client.post(f"/deployments/{dep['id']}/create_flow_run", json={}).json()
+
+            def finished() -> dict | None:  # type: ignore[type-arg]
+                state = client.get(f"/flow_runs/{run['id']}").json()["state"]
+                return state if state["type"] in {"COMPLETED", "FAILED", "CRASHED"} else None
+
+            state = _wait_for(finished, 60, "the flow run to finish")
+            assert state["type"] == "COMPLETED", state
+            artifacts = client.post(
+                "/artifacts/filter", json={"artifacts": {"key": {"any_": ["platform-inventory"]}}}
+            ).json()
+            assert artifacts
+            assert "35 targets" in artifacts[0]["data"]
+
+        store = tmp_path / "home" / "floorwatch.db"
+        assert store.exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        log.close()
+    output = (tmp_path / "main.log").read_text()
+    assert "Prefect UI: http://127.0.0.1:" in output
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{api}/health", timeout=2)
+    assert json.dumps(output).count("Traceback") == 0, output
