@@ -1026,6 +1026,7 @@ class _Checker:
         self.target_lines: dict[str, int | None] = {}
         self.window_lines: dict[str, int | None] = {}
         self.depends: dict[str, list[tuple[Loc, str]]] = {}
+        self.dependency_entries: list[tuple[Loc, str]] = []
 
     def add(self, loc: Loc, message: str) -> None:
         self.problems.append(self.doc.problem(loc, message))
@@ -1033,7 +1034,11 @@ class _Checker:
     def run(self) -> list[Problem]:
         data: dict[str, Any] = self.doc.data
         contacts = data.get("contacts")
-        known_contacts = set(contacts) if isinstance(contacts, dict) else None
+        # No contacts section means no contacts; a malformed one is reported by pydantic and
+        # its names cannot be trusted, so escalation is not checked against it.
+        known_contacts = (
+            set(contacts) if isinstance(contacts, dict) else set() if contacts is None else None
+        )
         self._check_contacts(contacts)
         defaults = data.get("defaults")
         inherited = self._inherited_timing(defaults)
@@ -1127,15 +1132,16 @@ class _Checker:
     def _check_target(
         self, target: dict[str, Any], loc: Loc, inherited: dict[str, object]
     ) -> None:
+        entries = [
+            ((*loc, "depends_on", index), parent)
+            for index, parent in _strings(target.get("depends_on"))
+        ]
+        self.dependency_entries.extend(entries)
         name = target.get("name")
-        first = isinstance(name, str) and self._first(
+        if isinstance(name, str) and self._first(
             self.target_lines, name, (*loc, "name"), "target name"
-        )
-        if isinstance(name, str) and first:
-            self.depends[name] = [
-                ((*loc, "depends_on", index), parent)
-                for index, parent in _strings(target.get("depends_on"))
-            ]
+        ):
+            self.depends[name] = entries  # the dependency graph follows first definitions
         kind = _enum_or_none(TargetKind, target.get("kind"))
         connection = target.get("connection", {})
         if kind is not None and isinstance(connection, dict):
@@ -1196,32 +1202,35 @@ class _Checker:
                     self.add((*loc, key, index), f"{value!r} is not an IPv{version} address")
 
     def _check_dependencies(self) -> None:
-        for _name, parents in self.depends.items():
-            for loc, parent in parents:
-                if parent not in self.target_lines:
-                    self.add(loc, f"depends on unknown target {parent!r}")
-        # Depth-first search in file order; each edge back into the current path closes one
-        # cycle, reported once at the entry that closes it.
-        state: dict[str, int] = {}  # 1 on the current path, 2 done
-        path: list[str] = []
-
-        def visit(name: str) -> None:
-            state[name] = 1
-            path.append(name)
-            for loc, parent in self.depends.get(name, ()):
-                if parent not in self.target_lines:
-                    continue
-                if state.get(parent) == 1:
-                    cycle = [*path[path.index(parent) :], parent]
-                    self.add(loc, "dependency cycle: " + " -> ".join(cycle))
-                elif parent not in state:
-                    visit(parent)
-            path.pop()
-            state[name] = 2
-
-        for name in self.depends:
-            if name not in state:
-                visit(name)
+        for loc, parent in self.dependency_entries:
+            if parent not in self.target_lines:
+                self.add(loc, f"depends on unknown target {parent!r}")
+        # Depth-first search in file order, iterative so that a long chain of dependencies
+        # cannot exhaust the stack. Each edge back into the current path closes one cycle,
+        # reported once, at the depends_on entry that closes it.
+        on_path, done = 1, 2
+        state: dict[str, int] = {}
+        for root in self.depends:
+            if root in state:
+                continue
+            state[root] = on_path
+            path = [root]
+            stack = [iter(self.depends[root])]
+            while stack:
+                for loc, parent in stack[-1]:
+                    if parent not in self.target_lines:
+                        continue
+                    if state.get(parent) == on_path:
+                        cycle = [*path[path.index(parent) :], parent]
+                        self.add(loc, "dependency cycle: " + " -> ".join(cycle))
+                    elif parent not in state:
+                        state[parent] = on_path
+                        path.append(parent)
+                        stack.append(iter(self.depends.get(parent, ())))
+                        break
+                else:
+                    stack.pop()
+                    state[path.pop()] = done
 
     def _check_remediation(self, rules: object, loc: Loc) -> None:
         if not isinstance(rules, dict):

@@ -650,6 +650,10 @@ zones:
         "inventory.yaml:7 zones[0].escalation[1]: unknown contact 'night-shift' "
         "(known: devops, ops)"
     ]
+    without_contacts = "version: 1\nzones:\n  - {name: core, escalation: [ops], targets: []}\n"
+    assert problems(without_contacts) == [
+        "inventory.yaml:3 zones[0].escalation[0]: unknown contact 'ops' (known: none)"
+    ]
 
 
 def test_bad_time_zone_is_refused() -> None:
