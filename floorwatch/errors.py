@@ -5,6 +5,7 @@ translated at the adapter boundary with ``raise Mapped(...) from exc``::
 
     FloorwatchError
     ├─ InventoryError (ValueError)      bad configuration; carries every located problem
+    ├─ UnknownNameError (LookupError)   a lookup named a target, zone or fault kind not held
     ├─ StoreError                       the store cannot be reached or migrated
     ├─ AdapterError(target)             I/O with a platform component failed
     │   ├─ ConnectError                 refused, unreachable, host key mismatch
@@ -48,6 +49,10 @@ class InventoryError(FloorwatchError, ValueError):
         count = len(self.problems)
         head = f"{count} problem{'s' if count != 1 else ''} in inventory"
         super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+class UnknownNameError(FloorwatchError, LookupError):
+    """A lookup in a loaded inventory named a target, zone or fault kind it does not hold."""
 
 
 class StoreError(FloorwatchError):

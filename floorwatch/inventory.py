@@ -65,7 +65,7 @@ from floorwatch.catalogue import (
     TargetKind,
     Weekday,
 )
-from floorwatch.errors import FloorwatchError, InventoryError, Problem
+from floorwatch.errors import InventoryError, Problem, UnknownNameError
 
 __all__ = [
     "BillAcceptorProbe",
@@ -108,10 +108,6 @@ Loc: TypeAlias = tuple[str | int, ...]
 SUPPORTED_VERSION = 1
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "NS", "PTR", "SRV", "TXT")
-
-
-class UnknownNameError(FloorwatchError, LookupError):
-    """A lookup in a loaded inventory named a target, zone or fault kind it does not hold."""
 
 
 # -- YAML with line numbers ---------------------------------------------------------------
@@ -526,6 +522,12 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     return context.base_dir / path
 
 
+def _check_http_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError("must be an absolute path such as /v1/status, without spaces")
+    return value
+
+
 class Expect(_Model):
     """What a probe expects to see; probe kinds without expectations use this empty one."""
 
@@ -539,6 +541,7 @@ class HttpExpect(Expect):
     body_contains: str | None = None
     json_path: Annotated[str, AfterValidator(_check_json_path)] | None = None
     json_equals: JsonValue = None  # compared with the value at json_path when set
+    json_max: float | None = None  # the number at json_path must not exceed this
 
 
 class HttpThresholds(Thresholds):
@@ -590,6 +593,9 @@ class Probe(_Model):
     successes_to_resolve: Count = 2
     expect: Expect = Expect()
     thresholds: Thresholds = Thresholds()
+    # The fault kind this probe reports when it fails; None: derived from the target's kind
+    # and the way it failed (refused -> service_down, bad answer -> api_integration_error...).
+    fault: FaultKindField | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -605,6 +611,9 @@ class Probe(_Model):
 
 class HttpProbe(Probe):
     kind: Literal[ProbeKind.HTTP] = ProbeKind.HTTP
+    # Request this path on the connection URL's origin instead of the URL itself, so one
+    # service can have a health probe and, say, a login-failure probe.
+    path: Annotated[str, AfterValidator(_check_http_path)] | None = None
     expect: HttpExpect = HttpExpect()
     thresholds: HttpThresholds = HttpThresholds()
 
@@ -1159,8 +1168,10 @@ class _Checker:
                     )
             self._check_timing(probe, probe_loc, inherited, "inherited")
             expect = probe.get("expect")
-            if isinstance(expect, dict) and "json_equals" in expect and "json_path" not in expect:
-                self.add((*probe_loc, "expect", "json_equals"), "needs json_path")
+            if isinstance(expect, dict) and "json_path" not in expect:
+                for key in ("json_equals", "json_max"):
+                    if key in expect:
+                        self.add((*probe_loc, "expect", key), "needs json_path")
 
     def _check_connection(self, kind: TargetKind, connection: dict[str, Any], loc: Loc) -> None:
         required = CONNECTION_REQUIRED[kind]

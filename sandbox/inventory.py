@@ -76,6 +76,16 @@ def _http_target(layout: Layout, name: str, kind: str, criticality: str,
     }
 
 
+def _with_login_watch(target: dict[str, Any]) -> dict[str, Any]:
+    """A second probe on the user service: a spike of failed logins is a security alert."""
+    target["probes"].append({
+        "kind": "http", "path": "/v1/sessions/stats", "interval": 15, "timeout": 3,
+        "fault": "security_alert",
+        "expect": {"status": 200, "json_path": "$.failed_logins_5m", "json_max": 50},
+    })
+    return target
+
+
 def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[str, Any]:
     """The inventory of the sandbox in ``layout`` as plain data, ready for YAML."""
     servers = [
@@ -108,7 +118,9 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
         _http_target(layout, "api-gateway", "http_service", "critical", relative_to,
                      depends_on=["app-primary-game-engine"],
                      slo={"objective": 99.95, "window_days": 30}),
-        _http_target(layout, "user-service", "http_service", "high", relative_to),
+        _with_login_watch(
+            _http_target(layout, "user-service", "http_service", "high", relative_to)
+        ),
         *servers,
         *engines,
         {

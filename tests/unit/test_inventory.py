@@ -887,3 +887,49 @@ def test_targets_are_in_maintenance_through_their_zone_or_their_name(
     assert not platform.in_maintenance("game-db", refit)
     assert platform.in_maintenance("game-db", utc("2026-12-06T02:30:00"))  # Sunday 03:30 Malta
     assert [w.name for w in platform.windows_for("game-db")] == ["weekly-db"]
+
+
+def test_http_probe_path_fault_and_json_max_load() -> None:
+    """An HTTP probe may name its own path, a JSON limit and the fault it reports."""
+    inventory = parse_inventory(
+        "version: 1\n"
+        "contacts: {ops: {channel: slack, address: '#ops'}}\n"
+        "zones:\n"
+        "  - name: core\n"
+        "    escalation: [ops]\n"
+        "    targets:\n"
+        "      - name: users\n"
+        "        kind: http_service\n"
+        "        connection: {url: 'http://127.0.0.1:1/health'}\n"
+        "        probes:\n"
+        "          - kind: http\n"
+        "            path: /v1/sessions/stats\n"
+        "            fault: security_alert\n"
+        "            expect: {json_path: $.failed_logins_5m, json_max: 50}\n"
+    )
+    probe = inventory.target("users").probes[0]
+    assert probe.path == "/v1/sessions/stats"
+    assert probe.fault == "security_alert"
+    assert probe.expect.json_max == 50
+
+
+def test_json_max_without_json_path_is_refused() -> None:
+    """json_max compares the value at json_path, so it needs one."""
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(
+            "version: 1\n"
+            "contacts: {ops: {channel: slack, address: '#ops'}}\n"
+            "zones:\n"
+            "  - name: core\n"
+            "    escalation: [ops]\n"
+            "    targets:\n"
+            "      - name: users\n"
+            "        kind: http_service\n"
+            "        connection: {url: 'http://127.0.0.1:1/health'}\n"
+            "        probes:\n"
+            "          - kind: http\n"
+            "            expect: {json_max: 50}\n"
+        )
+    assert [str(p) for p in err.value.problems] == [
+        "inventory.yaml:12 zones[0].targets[0].probes[0].expect.json_max: needs json_path"
+    ]
