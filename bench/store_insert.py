@@ -46,6 +46,7 @@ def make_rows(count: int, zone: str) -> list[ProbeResultRow]:
             values={"port": 443, "attempt": 1},
             error_class=None if i % 10 else "ConnectError",
             error_message=None if i % 10 else "connection refused",
+            faults=() if i % 10 else ("service_down",),
         )
         for i in range(count)
     ]
@@ -78,7 +79,7 @@ def time_raw_sqlite3(path: Path, rows: list[ProbeResultRow]) -> float:
         conn.execute(f"PRAGMA busy_timeout={store.SQLITE_BUSY_TIMEOUT_MS}")
         sql = (
             'INSERT INTO probe_results (target, zone, probe_kind, ts, ok, latency_ms, "values",'
-            " error_class, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " error_class, error_message, faults) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         began = time.perf_counter()
         conn.executemany(
@@ -94,6 +95,7 @@ def time_raw_sqlite3(path: Path, rows: list[ProbeResultRow]) -> float:
                     json.dumps(r.values),
                     r.error_class,
                     r.error_message,
+                    json.dumps(list(r.faults)),
                 )
                 for r in rows
             ],

@@ -593,8 +593,9 @@ class Probe(_Model):
     successes_to_resolve: Count = 2
     expect: Expect = Expect()
     thresholds: Thresholds = Thresholds()
-    # The fault kind this probe reports when it fails; None: derived from the target's kind
-    # and the way it failed (refused -> service_down, bad answer -> api_integration_error...).
+    # The fault kind this probe reports when the target answers but fails its expectations;
+    # None: derived from the target's kind (bad answer -> api_integration_error...). An
+    # unreachable target is always reported by its kind (service_down, terminal_offline...).
     fault: FaultKindField | None = None
 
     @model_validator(mode="before")

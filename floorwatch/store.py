@@ -29,7 +29,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -71,6 +71,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from floorwatch.errors import StoreError
+from floorwatch.results import ProbeResult
 
 DATABASE_URL_ENV: Final = "FLOORWATCH_DATABASE_URL"
 HOME_ENV: Final = "FLOORWATCH_HOME"
@@ -156,6 +157,7 @@ probe_results = Table(
     Column("values", JsonDoc, nullable=False),
     Column("error_class", String(100), nullable=True),
     Column("error_message", Text(), nullable=True),
+    Column("faults", JsonDoc, nullable=False),
     Index(None, "target", "ts"),
 )
 
@@ -266,18 +268,8 @@ class _Row(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ProbeResultRow(_Row):
-    """One probe outcome as stored."""
-
-    target: str = Field(min_length=1)
-    zone: str = Field(min_length=1)
-    probe_kind: str = Field(min_length=1)
-    ts: AwareDatetime
-    ok: bool
-    latency_ms: float | None = None
-    values: dict[str, Any] = Field(default_factory=dict)
-    error_class: str | None = None
-    error_message: str | None = None
+# The stored row is the domain's probe result (``floorwatch.results``).
+ProbeResultRow = ProbeResult
 
 
 class IncidentRow(_Row):
@@ -514,6 +506,12 @@ def db_info(url: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the store
 
 
+def _result(row: Any) -> ProbeResult:
+    data = dict(row)
+    data["faults"] = tuple(data.get("faults") or ())
+    return ProbeResult.model_validate(data)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -602,6 +600,7 @@ class Store:
                     "values": row.values,
                     "error_class": row.error_class,
                     "error_message": row.error_message,
+                    "faults": list(row.faults),
                 }
             )
         if not params:
@@ -620,7 +619,7 @@ class Store:
             .limit(limit)
         )
         with self._tx(f"reading results of {target}") as conn:
-            return [ProbeResultRow.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+            return [_result(r) for r in conn.execute(query).mappings()]
 
     # ------------------------------------------------------------------ incidents
 

@@ -45,6 +45,7 @@ def _rows(count: int, target: str = "api-gateway") -> list[ProbeResultRow]:
             values={"status": 200 if i % 7 else 503, "seq": i},
             error_class=None if i % 7 else "CommandFailed",
             error_message=None if i % 7 else "HTTP 503",
+            faults=() if i % 7 else ("api_integration_error",),
         )
         for i in range(count)
     ]
