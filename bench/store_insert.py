@@ -79,7 +79,8 @@ def time_raw_sqlite3(path: Path, rows: list[ProbeResultRow]) -> float:
         conn.execute(f"PRAGMA busy_timeout={store.SQLITE_BUSY_TIMEOUT_MS}")
         sql = (
             'INSERT INTO probe_results (target, zone, probe_kind, ts, ok, latency_ms, "values",'
-            " error_class, error_message, faults) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " error_class, error_message, faults, probe_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         began = time.perf_counter()
         conn.executemany(
@@ -96,6 +97,7 @@ def time_raw_sqlite3(path: Path, rows: list[ProbeResultRow]) -> float:
                     r.error_class,
                     r.error_message,
                     json.dumps(list(r.faults)),
+                    r.probe_id,
                 )
                 for r in rows
             ],

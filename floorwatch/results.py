@@ -30,6 +30,9 @@ class ProbeResult(BaseModel):
     target: str = Field(min_length=1)
     zone: str = Field(min_length=1)
     probe_kind: str = Field(min_length=1)
+    # Which of the target's probes: the kind, plus the path for an HTTP probe with its own
+    # (``http:/v1/sessions/stats``). Detection keeps one series per (target, probe_id).
+    probe_id: str = ""
     ts: AwareDatetime
     ok: bool
     latency_ms: float | None = None
@@ -37,6 +40,13 @@ class ProbeResult(BaseModel):
     faults: tuple[str, ...] = ()
     error_class: str | None = None
     error_message: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_probe_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("probe_id") and data.get("probe_kind"):
+            return {**data, "probe_id": str(data["probe_kind"])}
+        return data
 
     @model_validator(mode="after")
     def _ok_means_no_fault(self) -> ProbeResult:
@@ -52,13 +62,18 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def probe_id(probe_kind: ProbeKind | str, path: str | None = None) -> str:
+    """The id of a target's probe: its kind, plus its own HTTP path when it has one."""
+    return f"{probe_kind}:{path}" if path else str(probe_kind)
+
+
 def passed(
     target: str, zone: str, probe_kind: ProbeKind | str, *, ts: datetime,
-    latency_ms: float | None, values: dict[str, Any] | None = None,
+    latency_ms: float | None, values: dict[str, Any] | None = None, probe: str = "",
 ) -> ProbeResult:
     """A result with nothing wrong."""
     return ProbeResult(
-        target=target, zone=zone, probe_kind=str(probe_kind), ts=ts, ok=True,
+        target=target, zone=zone, probe_kind=str(probe_kind), probe_id=probe, ts=ts, ok=True,
         latency_ms=latency_ms, values=values or {},
     )
 
@@ -66,12 +81,12 @@ def passed(
 def failed(
     target: str, zone: str, probe_kind: ProbeKind | str, *, ts: datetime,
     faults: tuple[FaultKind | str, ...], message: str, error_class: str | None = None,
-    latency_ms: float | None = None, values: dict[str, Any] | None = None,
+    latency_ms: float | None = None, values: dict[str, Any] | None = None, probe: str = "",
 ) -> ProbeResult:
     """A result naming what is wrong; ``error_class`` is the Floorwatch error class name
     for failures of the I/O itself, None for a target that answered but is unhealthy."""
     return ProbeResult(
-        target=target, zone=zone, probe_kind=str(probe_kind), ts=ts, ok=False,
+        target=target, zone=zone, probe_kind=str(probe_kind), probe_id=probe, ts=ts, ok=False,
         latency_ms=latency_ms, values=values or {}, faults=tuple(str(f) for f in faults),
         error_class=error_class, error_message=message[:2000],
     )

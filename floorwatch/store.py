@@ -158,6 +158,7 @@ probe_results = Table(
     Column("error_class", String(100), nullable=True),
     Column("error_message", Text(), nullable=True),
     Column("faults", JsonDoc, nullable=False),
+    Column("probe_id", String(300), nullable=False),
     Index(None, "target", "ts"),
 )
 
@@ -601,6 +602,7 @@ class Store:
                     "error_class": row.error_class,
                     "error_message": row.error_message,
                     "faults": list(row.faults),
+                    "probe_id": row.probe_id,
                 }
             )
         if not params:

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from floorwatch.protocols.console import config_hash
 from sandbox import topology as t
 from sandbox.topology import Layout
 
@@ -102,14 +103,18 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
         }
         for server in t.SERVERS
     ]
+    # The game engine answers HTTP: a hung engine (accepting, never answering) is caught by
+    # the request's timeout, where a bare TCP connect would still succeed.
     engines = [
         {
             "name": f"{server}-game-engine",
-            "kind": "tcp_endpoint",
+            "kind": "http_service",
             "criticality": "critical" if server == "app-primary" else "high",
-            "connection": {"host": t.HOST, "port": layout.port(ports["game-engine"] or 0)},
+            "connection": {
+                "url": f"http://{t.HOST}:{layout.port(ports['game-engine'] or 0)}/health",
+            },
             "depends_on": [server],
-            "probes": [{"kind": "tcp", "interval": 5, "timeout": 2}],
+            "probes": [{"kind": "http", "interval": 5, "timeout": 2}],
         }
         for server, ports in t.SERVER_SERVICES.items()
     ]
@@ -150,7 +155,8 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
             "kind": "terminal",
             "criticality": "medium",
             "connection": {"device": _rel(layout.device(terminal, "console"), relative_to)},
-            "probes": [{"kind": "terminal", "interval": 15, "timeout": 3}],
+            "probes": [{"kind": "terminal", "interval": 15, "timeout": 4,
+                        "expect": {"config_hash": config_hash(t.EXPECTED_CONFIG)}}],
         })
         for device, kind, role, extra in (
             (t.bill_acceptor_name(i), "bill_acceptor", "cctalk",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from floorwatch.catalogue import ProbeKind
 from floorwatch.errors import AdapterError, ConnectError, ProbeTimeout
 from floorwatch.inventory import Probe, Target
-from floorwatch.results import ProbeResult, failed, fault_for_error, now_utc
+from floorwatch.results import ProbeResult, failed, fault_for_error, now_utc, probe_id
 
 T = TypeVar("T")
 
@@ -103,6 +103,10 @@ def load_all() -> dict[ProbeKind, ProbeFn]:
     return PROBES
 
 
+def _path(probe: Probe) -> str | None:
+    return getattr(probe, "path", None)
+
+
 def fault_of(target: Target, probe: Probe, error: AdapterError) -> str:
     """The fault an I/O failure points at: an unreachable target by its kind; a wrong answer
     the probe's own ``fault`` when the inventory names one."""
@@ -128,7 +132,7 @@ async def run_probe(target: Target, probe: Probe, ctx: ProbeContext) -> ProbeRes
         error = AdapterError(target.name, f"probe error: {type(exc).__name__}: {exc}")
     return failed(
         target.name, ctx.zone, probe.kind, ts=ts,
-        faults=(fault_of(target, probe, error),),
+        faults=(fault_of(target, probe, error),), probe=probe_id(probe.kind, _path(probe)),
         message=str(error), error_class=type(error).__name__,
         latency_ms=(time.perf_counter() - started) * 1000,
     )

@@ -1,4 +1,5 @@
-"""Probe results name the fault kinds they point at (empty for a passing result).
+"""Probe results name the fault kinds they point at (empty for a passing result) and
+which of the target's probes produced them.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,8 +25,12 @@ Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 def upgrade() -> None:
     with op.batch_alter_table("probe_results") as batch:
         batch.add_column(sa.Column("faults", Json, nullable=False, server_default=sa.text("'[]'")))
+        batch.add_column(
+            sa.Column("probe_id", sa.String(300), nullable=False, server_default="")
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("probe_results") as batch:
+        batch.drop_column("probe_id")
         batch.drop_column("faults")
