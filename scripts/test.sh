@@ -3,6 +3,7 @@
 # (unit tests and integration tests against real servers on loopback).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+export DO_NOT_TRACK=1  # no client analytics calls from test runs on a closed network
 ruff check .
 mypy
 exec pytest "$@"
