@@ -70,6 +70,14 @@ class SshHost(FloorwatchBlock):
         "unknown keys are never accepted."
     )
     connect_timeout: Seconds = Field(default=10, description="Seconds to connect and log in.")
+    service_command: NonBlank = Field(
+        default="systemctl",
+        description="The service manager: '<command> status NAME' exits 0 when the service "
+        "is active and 3 when it is not, as systemctl does.",
+    )
+    disk_command: NonBlank = Field(
+        default="df -P", description="Prints disk usage per mount in 'df -P' format."
+    )
 
     @field_validator("private_key")
     @classmethod

@@ -6,15 +6,28 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
 from floorwatch.inventory import Inventory
+
+# A sweep never overlaps itself: a run due while the last one still runs is cancelled
+# (and the late one reports its overrun), so a slow zone cannot pile up runs.
+ONE_AT_A_TIME = ConcurrencyLimitConfig(
+    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+)
+
+
+def sweep_deployment_name(zone: str, probe_kind: str) -> str:
+    return f"sweep-{zone}-{probe_kind}".replace("_", "-")
 
 
 def build_deployments(inventory: Inventory, inventory_path: Path) -> list[Any]:
     """The deployments for one inventory (RunnerDeployment objects for ``prefect.serve``)."""
     from flows.housekeeping import check_inventory
+    from flows.sweep import sweep_zone
 
     path = str(inventory_path.resolve())
-    return [
+    deployments = [
         check_inventory.to_deployment(
             name="check-inventory",
             interval=timedelta(hours=1),
@@ -23,3 +36,17 @@ def build_deployments(inventory: Inventory, inventory_path: Path) -> list[Any]:
             tags=["floorwatch", "housekeeping"],
         ),
     ]
+    for zone, probe_kind in inventory.sweep_groups():
+        interval = inventory.sweep_interval(zone, probe_kind)
+        deployments.append(
+            sweep_zone.to_deployment(
+                name=sweep_deployment_name(zone, probe_kind),
+                interval=timedelta(seconds=interval),
+                parameters={"zone": zone, "probe_kind": str(probe_kind), "inventory_path": path},
+                description=f"Probe every {probe_kind} target of {zone} every {interval:g} s "
+                "and open or resolve incidents.",
+                tags=["floorwatch", "sweep", f"zone:{zone}"],
+                concurrency_limit=ONE_AT_A_TIME,
+            )
+        )
+    return deployments

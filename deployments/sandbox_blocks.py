@@ -7,6 +7,7 @@ SSH hosts and ``sandbox-dns`` for the zone.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ def sandbox_blocks(state: dict[str, Any]) -> dict[str, SshHost | DnsZone]:
             host=info["host"], port=info["port"], username=info["username"],
             private_key=SecretStr(Path(info["private_key_file"]).read_text()),
             host_key=info["host_key"],
+            # the server's own systemctl; its `df` reports the data mount's declared size
+            service_command=shlex.quote(info["svc"]),
+            disk_command=f"{shlex.quote(info['svc'])} df",
         )
     for info in state["components"]["dns"].values():
         blocks[DNS_BLOCK] = DnsZone(

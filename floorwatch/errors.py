@@ -8,7 +8,8 @@ translated at the adapter boundary with ``raise Mapped(...) from exc``::
     ├─ UnknownNameError (LookupError)   a lookup named a target, zone or fault kind not held
     ├─ StoreError                       the store cannot be reached or migrated
     ├─ AdapterError(target)             I/O with a platform component failed
-    │   ├─ ConnectError                 refused, unreachable, host key mismatch
+    │   ├─ ConnectError                 refused, unreachable, login refused
+    │   │   └─ HostKeyMismatch          the server's host key is not the pinned one
     │   ├─ CommandFailed                ran, but exited non-zero or answered an error
     │   ├─ ProbeTimeout                 no answer in time
     │   └─ ProtocolError                an answer we cannot parse (garbled frame, bad JSON)
@@ -98,3 +99,8 @@ class VerificationFailed(FloorwatchError):
 
 class SandboxError(FloorwatchError):
     """The simulated platform could not do what was asked."""
+
+
+class HostKeyMismatch(ConnectError):
+    """The server presented a host key other than the pinned one: a security event (someone
+    may be in the middle), not an outage, so it is never retried or trusted on first use."""

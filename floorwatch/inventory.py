@@ -879,6 +879,18 @@ class Inventory(_Model):
                     groups.setdefault((zone.name, kind), []).append(target)
         return {key: tuple(targets) for key, targets in groups.items()}
 
+    def sweep_interval(self, zone: str, probe_kind: ProbeKind | str) -> float:
+        """How often the sweep of (``zone``, ``probe_kind``) runs: its shortest probe interval."""
+        intervals = [
+            probe.interval
+            for target in self.zone(zone).targets
+            for probe in target.probes
+            if probe.kind == probe_kind
+        ]
+        if not intervals:
+            raise UnknownNameError(f"zone {zone!r} has no {probe_kind} probe")
+        return min(intervals)
+
     def windows_for(self, name: str) -> tuple[MaintenanceWindow, ...]:
         """The maintenance windows that name target ``name`` or its zone."""
         zone = self.zone_of(name).name

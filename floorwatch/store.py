@@ -69,6 +69,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import ColumnElement
 
 from floorwatch.errors import StoreError
 from floorwatch.results import ProbeResult
@@ -622,6 +623,58 @@ class Store:
         )
         with self._tx(f"reading results of {target}") as conn:
             return [_result(r) for r in conn.execute(query).mappings()]
+
+    def history(
+        self, targets: Sequence[str], per_target: int = 30, since: datetime | None = None
+    ) -> dict[str, list[ProbeResult]]:
+        """The newest ``per_target`` results of each target (all its probes), oldest first:
+        what detection reads. One query, whatever the number of targets."""
+        t = probe_results
+        if not targets:
+            return {}
+        rank = (
+            func.row_number()
+            .over(partition_by=t.c.target, order_by=(t.c.ts.desc(), t.c.id.desc()))
+            .label("rank")
+        )
+        conditions: list[ColumnElement[bool]] = [t.c.target.in_(list(targets))]
+        if since is not None:
+            conditions.append(t.c.ts >= _aware(since, "since"))
+        ranked = select(*(c for c in t.c), rank).where(*conditions).subquery()
+        query = (
+            select(*(c for c in ranked.c if c.name not in ("id", "rank")))
+            .where(ranked.c.rank <= per_target)
+            .order_by(ranked.c.target, ranked.c.ts, ranked.c.id)
+        )
+        found: dict[str, list[ProbeResult]] = {}
+        with self._tx(f"reading the history of {len(targets)} targets") as conn:
+            for row in conn.execute(query).mappings():
+                found.setdefault(row["target"], []).append(_result(row))
+        return found
+
+    def latest_results(self, since: datetime) -> list[ProbeResult]:
+        """The newest result of every (target, probe) seen since ``since``."""
+        t = probe_results
+        rank = (
+            func.row_number()
+            .over(partition_by=(t.c.target, t.c.probe_id), order_by=(t.c.ts.desc(), t.c.id.desc()))
+            .label("rank")
+        )
+        ranked = select(*(c for c in t.c), rank).where(t.c.ts >= _aware(since, "since")).subquery()
+        query = select(*(c for c in ranked.c if c.name not in ("id", "rank"))).where(
+            ranked.c.rank == 1
+        )
+        with self._tx("reading the latest results") as conn:
+            return [_result(r) for r in conn.execute(query).mappings()]
+
+    def unresolved_incidents(self, targets: Sequence[str] | None = None) -> list[IncidentRow]:
+        """Every incident not yet resolved, oldest first (optionally of some targets only)."""
+        query = select(incidents).where(incidents.c.state != CLOSED_STATE)
+        if targets is not None:
+            query = query.where(incidents.c.target.in_(list(targets)))
+        with self._tx("reading unresolved incidents") as conn:
+            rows = conn.execute(query.order_by(incidents.c.id)).mappings().all()
+        return [IncidentRow.model_validate(dict(r)) for r in rows]
 
     # ------------------------------------------------------------------ incidents
 

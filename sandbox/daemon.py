@@ -10,6 +10,7 @@ SIGTERM or SIGINT it stops every part and removes its files.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -255,46 +256,43 @@ def _control_app(platform: Platform, shutdown: Callable[[], None]) -> Any:
     ])
 
 
-def serve(layout: Layout, gamedb_backend: str, chaos: float | None, seed: int | None) -> int:
-    """Run the platform until told to stop. Returns the process exit code."""
-    import uvicorn
+class _Stop(Exception):
+    """SIGTERM or SIGINT arrived before the control server took over the signals."""
 
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def serve(layout: Layout, gamedb_backend: str, chaos: float | None, seed: int | None) -> int:
+    """Run the platform until told to stop. Returns the process exit code.
+
+    ``sandbox.json`` says ready only once every part answers AND the control socket
+    listens, so a client that sees it can always send ``down``. A signal at any moment
+    still stops every part that started.
+    """
     layout.dir.mkdir(parents=True, exist_ok=True)
     state_path = layout.dir / STATE_FILE
     sock_path = layout.dir / SOCKET_FILE
     for stale in (state_path, sock_path):
         stale.unlink(missing_ok=True)
     (layout.dir / PID_FILE).write_text(f"{os.getpid()}\n")
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
 
     t0 = time.monotonic()
     platform = Platform(layout, build_components(layout, gamedb_backend))
     try:
         platform.start()
-    except SandboxError as exc:
-        log.error("%s", exc)
+    except (SandboxError, _Stop) as exc:
+        log.error("sandbox not started: %s", exc)
         _write_json_atomic(state_path, {"ready": False, "error": str(exc), "pid": os.getpid()})
         (layout.dir / PID_FILE).unlink(missing_ok=True)
         return 1
-    ready_s = time.monotonic() - t0
-
-    config = uvicorn.Config(
-        _control_app(platform, lambda: setattr(server, "should_exit", True)),
-        uds=str(sock_path), log_level="warning", lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    # uvicorn installs its own SIGTERM/SIGINT handlers that set should_exit: what we want.
-
-    state = platform.describe() | {"ready": True, "ready_s": round(ready_s, 2)}
-    _write_json_atomic(state_path, state)
-    log.info("sandbox ready in %.2f s", ready_s)
-
-    if chaos:
-        rng = random.Random(seed)
-        threading.Thread(
-            target=platform.run_chaos, args=(chaos, rng), name="chaos", daemon=True
-        ).start()
     try:
-        server.run()
+        asyncio.run(_serve_control(platform, layout, time.monotonic() - t0, chaos, seed))
+    except _Stop as exc:
+        log.info("%s before the control server started", exc)
     finally:
         log.info("stopping sandbox")
         platform.stop()
@@ -303,6 +301,35 @@ def serve(layout: Layout, gamedb_backend: str, chaos: float | None, seed: int | 
                 path.unlink()
         log.info("sandbox stopped")
     return 0
+
+
+async def _serve_control(
+    platform: Platform, layout: Layout, ready_s: float, chaos: float | None, seed: int | None
+) -> None:
+    import uvicorn
+
+    server: uvicorn.Server
+    config = uvicorn.Config(
+        _control_app(platform, lambda: setattr(server, "should_exit", True)),
+        uds=str(layout.dir / SOCKET_FILE), log_level="warning", lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    # uvicorn installs its own SIGTERM/SIGINT handlers (set should_exit) while it serves.
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()  # re-raise why it could not start
+            raise SandboxError("control server stopped before it started")
+        await asyncio.sleep(0.01)
+    state = platform.describe() | {"ready": True, "ready_s": round(ready_s, 2)}
+    _write_json_atomic(layout.dir / STATE_FILE, state)
+    log.info("sandbox ready in %.2f s", ready_s)
+    if chaos:
+        threading.Thread(
+            target=platform.run_chaos, args=(chaos, random.Random(seed)), name="chaos",
+            daemon=True,
+        ).start()
+    await serving
 
 
 def main(argv: list[str] | None = None) -> int:

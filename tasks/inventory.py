@@ -11,6 +11,22 @@ from prefect.artifacts import acreate_markdown_artifact
 from floorwatch.inventory import Inventory, load_inventory
 
 
+_CACHE: dict[str, tuple[int, Inventory]] = {}
+
+
+def cached_inventory(path: str) -> Inventory:
+    """The inventory at ``path``, parsed again only when the file changes: flows in a
+    long-lived serve process run every few seconds and must not re-parse it each time."""
+    resolved = str(Path(path).resolve())
+    mtime = Path(resolved).stat().st_mtime_ns
+    hit = _CACHE.get(resolved)
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    inventory = load_inventory(resolved)
+    _CACHE[resolved] = (mtime, inventory)
+    return inventory
+
+
 def summarize_inventory(inventory: Inventory) -> dict[str, Any]:
     """Zones with their target counts by kind: what the platform looks like."""
     zones: dict[str, dict[str, int]] = {}

@@ -340,3 +340,30 @@ def test_database_url_prefers_explicit_then_env_then_home(
     monkeypatch.delenv("FLOORWATCH_DATABASE_URL")
     monkeypatch.chdir(tmp_path)
     assert store.database_url() == f"sqlite:///{tmp_path / '.floorwatch' / 'floorwatch.db'}"
+
+
+def test_history_returns_the_newest_results_per_target_oldest_first(migrated: Store) -> None:
+    """history() keeps the newest N of each target, in time order, in one query."""
+    s = migrated
+    s.insert_probe_results(_rows(50, "api-gateway") + _rows(5, "provider-beta"))
+    history = s.history(["api-gateway", "provider-beta", "nobody"], per_target=10)
+    assert set(history) == {"api-gateway", "provider-beta"}
+    seqs = [r.values["seq"] for r in history["api-gateway"]]
+    assert seqs == list(range(40, 50))
+    assert len(history["provider-beta"]) == 5
+    failing = [r for r in history["api-gateway"] if not r.ok]
+    assert all(r.faults == ("api_integration_error",) for r in failing)
+
+
+def test_latest_results_and_unresolved_incidents(migrated: Store) -> None:
+    """latest_results() gives one row per (target, probe); resolved incidents drop out."""
+    s = migrated
+    s.insert_probe_results(_rows(20, "api-gateway") + _rows(3, "provider-beta"))
+    latest = {r.target: r for r in s.latest_results(since=T0)}
+    assert latest["api-gateway"].values["seq"] == 19
+    assert latest["provider-beta"].values["seq"] == 2
+    first = _open(s, "provider-alpha", "service_down")
+    second = _open(s, "provider-beta", "service_down")
+    s.set_incident_state(first.id, "resolved", message="recovered")
+    assert [i.id for i in s.unresolved_incidents()] == [second.id]
+    assert s.unresolved_incidents(["provider-alpha"]) == []

@@ -933,3 +933,26 @@ def test_json_max_without_json_path_is_refused() -> None:
     assert [str(p) for p in err.value.problems] == [
         "inventory.yaml:12 zones[0].targets[0].probes[0].expect.json_max: needs json_path"
     ]
+
+
+def test_sweep_interval_is_the_shortest_probe_interval_of_the_group() -> None:
+    """A zone's sweep of one probe kind runs as often as its most frequent probe needs."""
+    inventory = parse_inventory(
+        "version: 1\n"
+        "contacts: {ops: {channel: slack, address: '#ops'}}\n"
+        "zones:\n"
+        "  - name: core\n"
+        "    escalation: [ops]\n"
+        "    targets:\n"
+        "      - name: a\n"
+        "        kind: tcp_endpoint\n"
+        "        connection: {host: 127.0.0.1, port: 1}\n"
+        "        probes: [{kind: tcp, interval: 20, timeout: 2}]\n"
+        "      - name: b\n"
+        "        kind: tcp_endpoint\n"
+        "        connection: {host: 127.0.0.1, port: 2}\n"
+        "        probes: [{kind: tcp, interval: 5, timeout: 2}]\n"
+    )
+    assert inventory.sweep_interval("core", "tcp") == 5
+    with pytest.raises(LookupError, match="no dns probe"):
+        inventory.sweep_interval("core", "dns")

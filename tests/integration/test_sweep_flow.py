@@ -1,0 +1,134 @@
+"""The sweep flow end to end, on a real Prefect server and the real sandbox: a fault is
+detected as one incident with its event within N x interval + 2 s, and healing resolves it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from floorwatch import store
+from floorwatch.store import Store
+from sandbox.control import Sandbox
+from sandbox.inventory import inventory_document
+from sandbox.topology import Layout
+
+INTERVAL = 1.0
+FAILURES = 3
+
+
+@pytest.fixture
+def fast_inventory(sandbox_platform: Sandbox, tmp_path: Path) -> Path:
+    """The sandbox's inventory with the providers' probes every second."""
+    state = sandbox_platform.describe()
+    layout = Layout(Path(state["dir"]), state["base_port"], state["terminals"])
+    document = inventory_document(layout)
+    for zone in document["zones"]:
+        if zone["name"] == "providers":
+            for target in zone["targets"]:
+                for probe in target["probes"]:
+                    probe.update(interval=INTERVAL, timeout=0.8, failures_to_open=FAILURES,
+                                 successes_to_resolve=2)
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'floorwatch.db'}"
+    monkeypatch.setenv("FLOORWATCH_DATABASE_URL", url)
+    monkeypatch.setenv("FLOORWATCH_HOME", str(tmp_path))
+    store.upgrade(url)
+    return url
+
+
+async def _events(client: Any, name: str, resource_id: str) -> list[Any]:
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventResourceFilter,
+    )
+
+    page = await client.read_events(
+        EventFilter(event=EventNameFilter(name=[name]),
+                    resource=EventResourceFilter(id=[resource_id]))
+    )
+    return list(page.events)
+
+
+async def test_injected_outage_opens_one_incident_and_event_then_heals(
+    prefect_client: Any, sandbox_platform: Sandbox, fast_inventory: Path, store_env: str,
+) -> None:
+    """provider-alpha down: one provider_outage incident and its event within N x interval
+    + 2 s; healed: resolved after two passing sweeps."""
+    from flows.sweep import sweep_zone
+
+    args = {"zone": "providers", "probe_kind": "http", "inventory_path": str(fast_inventory)}
+    await sweep_zone(**args)  # a healthy baseline
+    sandbox_platform.inject("down", "provider-alpha")
+    injected = time.monotonic()
+    opened_after = None
+    try:
+        for tick in range(1, 12):
+            await asyncio.sleep(max(0.0, injected + tick * INTERVAL - time.monotonic()))
+            await sweep_zone(**args)
+            with Store(store_env) as s:
+                incident = s.find_open_incident("provider-alpha", "provider_outage")
+            if incident is not None:
+                opened_after = time.monotonic() - injected
+                break
+        assert incident is not None, "no incident opened"
+        assert opened_after is not None
+        assert opened_after <= FAILURES * INTERVAL + 2, f"opened after {opened_after:.1f} s"
+        assert incident.severity == "high"
+        # More failing sweeps do not open a second incident.
+        await sweep_zone(**args)
+        with Store(store_env) as s:
+            assert [i.target for i in s.unresolved_incidents()] == ["provider-alpha"]
+    finally:
+        sandbox_platform.heal("provider-alpha")
+
+    events: list[Any] = []
+    for _ in range(20):  # the server persists events asynchronously
+        events = await _events(prefect_client, "floorwatch.incident.opened",
+                               "floorwatch.target.provider-alpha")
+        if events:
+            break
+        await asyncio.sleep(0.5)
+    assert len(events) == 1
+    assert events[0].payload["fault_kind"] == "provider_outage"
+    assert events[0].payload["incident_id"] == incident.id
+
+    for _ in range(3):
+        await asyncio.sleep(INTERVAL)
+        await sweep_zone(**args)
+    with Store(store_env) as s:
+        resolved = s.get_incident(incident.id)
+        assert resolved.state == "resolved"
+        assert resolved.recovered_at is not None
+        kinds = [e.kind for e in s.events(incident.id)]
+    assert kinds[0] == "opened"
+    assert "resolved" in kinds
+
+
+async def test_sweep_publishes_the_platform_status_artifact(
+    prefect_client: Any, fast_inventory: Path, store_env: str,
+) -> None:
+    """After a sweep the `platform-status` table lists every zone."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.sweep import sweep_zone
+
+    await sweep_zone(zone="providers", probe_kind="http", inventory_path=str(fast_inventory))
+    artifacts = await prefect_client.read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["platform-status"]))
+    )
+    assert artifacts
+    rows = artifacts[0].data
+    zones = [row["zone"] for row in (rows if isinstance(rows, list) else __import__("json").loads(rows))]
+    assert zones == ["online-core", "dns", "providers", "payments", "hall-1"]
