@@ -275,7 +275,7 @@ class _Pass:
     resolves: list[ResolveDecision] = field(default_factory=list)
     excluded: list[ProbeResult] = field(default_factory=list)
     states: dict[str, str] = field(default_factory=dict)
-    # (target, fault) -> the held incident's id, or None when opened in this pass
+    # target -> fault -> the held incident's id (None when opened in this pass), once processed
     open_after: dict[str, dict[str, int | None]] = field(default_factory=dict)
 
     def run(self, history: Mapping[str, Sequence[ProbeResult]]) -> None:

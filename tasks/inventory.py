@@ -10,7 +10,6 @@ from prefect.artifacts import acreate_markdown_artifact
 
 from floorwatch.inventory import Inventory, load_inventory
 
-
 _CACHE: dict[str, tuple[int, Inventory]] = {}
 
 

@@ -108,7 +108,8 @@ class SerialLine:
         lock = _device_lock(key)
         if not lock.acquire(timeout=timeout):
             raise ProbeTimeout(
-                self.target, f"serial device busy: another request held it for {_seconds(timeout)} s"
+                self.target,
+                f"serial device busy: another request held it for {_seconds(timeout)} s",
             )
         try:
             port = self._open(max(deadline - time.monotonic(), POLL_S))

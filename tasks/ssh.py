@@ -237,7 +237,7 @@ class RemoteShell:
             )
         except BaseException as exc:  # closed, then translated or re-raised
             client.close()
-            if expired.is_set():
+            if expired.is_set() or _timed_out(exc):
                 raise ProbeTimeout(
                     self.name, f"SSH to {self.endpoint} did not connect within {budget:g} s"
                 ) from exc
@@ -263,8 +263,6 @@ class RemoteShell:
             raise ConnectError(
                 self.name, f"SSH login as {self.host.username} at {where} refused"
             ) from exc
-        if _timed_out(exc):
-            raise ProbeTimeout(self.name, f"SSH to {where} timed out") from exc
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             raise ConnectError(self.name, f"SSH connection to {where} refused") from exc
         if isinstance(exc, OSError):

@@ -157,7 +157,7 @@ async def _exchange(
     try:
         # A connected UDP socket, so that a closed port (ICMP port unreachable) is reported
         # as a refusal at once instead of looking like a server that does not answer.
-        sock = await backend.make_socket(
+        sock = await backend.make_socket(  # type: ignore[no-untyped-call]  # dnspython
             dns.inet.af_for_address(address), socket.SOCK_DGRAM, 0, None, (address, port)
         )
         try:
@@ -171,7 +171,9 @@ async def _exchange(
             await sock.close()
         remaining = deadline - loop.time()
         if remaining <= 0:
-            raise dns.exception.Timeout(timeout=timeout)
+            raise ProbeTimeout(
+                target.name, f"no complete DNS answer from {where} within {timeout:g} s"
+            )
         response = await dns.asyncquery.tcp(query, address, timeout=remaining, port=port)
         return response, "tcp"
     except dns.exception.Timeout as exc:
@@ -244,6 +246,8 @@ async def probe_dns(target: Target, probe: DnsProbe, ctx: ProbeContext) -> Probe
     elif rcode != dns.rcode.NOERROR:
         problem = f"{record} {conn.rdtype} cannot be resolved ({dns.rcode.to_text(rcode)})"
     else:
+        if not isinstance(response, dns.message.QueryMessage):
+            raise ProtocolError(target.name, f"the answer for {record} is not a query response")
         try:
             rrset = response.resolve_chaining().answer
         except dns.exception.DNSException as exc:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,7 +37,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from floorwatch.catalogue import FaultKind, ProbeKind
-from floorwatch.errors import AdapterError, CommandFailed, ConnectError, ProbeTimeout
+from floorwatch.errors import (
+    AdapterError,
+    CommandFailed,
+    ConnectError,
+    ProbeTimeout,
+    ProtocolError,
+)
 from floorwatch.inventory import SqlProbe, SqlThresholds, Target
 from floorwatch.results import ProbeResult, failed, now_utc, passed, probe_id
 from tasks.probes import ProbeContext, register
@@ -156,8 +162,10 @@ async def engine_for(ctx: ProbeContext, target: Target, timeout: float) -> Engin
     try:
         return await ctx.resource(f"sql-engine:{url.render_as_string(hide_password=False)}",
                                   factory)
-    except NoSuchModuleError as exc:
-        raise AdapterError(target.name, f"no SQLAlchemy driver for {describe_url(url)}") from exc
+    except (NoSuchModuleError, ImportError) as exc:
+        raise AdapterError(
+            target.name, f"no database driver for {describe_url(url)}: {_reason(exc)}"
+        ) from exc
     except ArgumentError as exc:
         raise AdapterError(
             target.name, f"cannot build an engine for {describe_url(url)}: {_reason(exc)}"
@@ -244,37 +252,31 @@ def observe(
 ) -> Observation:
     """Connect, time ``SELECT 1`` and run the collections (blocking: call it in a thread)."""
     where = describe_url(engine.url)
+    phase = "connect"
     started = time.perf_counter()
     try:
-        conn = engine.connect()
-    except SQLAlchemyError as exc:
-        raise ConnectError(name, f"cannot connect to {where}: {_reason(exc)}") from exc
-    connect_ms = round((time.perf_counter() - started) * 1000, 3)
-    with conn:
-        try:
-            # Read-only probe: nothing is ever written, the transaction is rolled back.
-            conn.begin()
+        with engine.connect() as conn, conn.begin() as transaction:
+            connect_ms = round((time.perf_counter() - started) * 1000, 3)
+            phase = "ping"
             _bound_transaction(conn, timeout)
             ping = time.perf_counter()
             conn.execute(sa.text("SELECT 1")).scalar_one()
-            latency_ms = round((time.perf_counter() - ping) * 1000, 3)
-        except SQLAlchemyError as exc:
-            if _is_timeout(exc):
-                raise ProbeTimeout(name, f"{where} did not answer SELECT 1 in time") from exc
-            raise ConnectError(name, f"{where} did not answer SELECT 1: {_reason(exc)}") from exc
-        seen = Observation(connect_ms=connect_ms, latency_ms=latency_ms)
-        try:
+            seen = Observation(
+                connect_ms=connect_ms, latency_ms=round((time.perf_counter() - ping) * 1000, 3)
+            )
+            phase = "collect"
             _collect(conn, seen, thresholds)
-        except SQLAlchemyError as exc:
-            if _is_timeout(exc):
-                raise ProbeTimeout(
-                    name, f"{where}: a collection query ran over {timeout:g} s"
-                ) from exc
-            raise CommandFailed(
-                name, f"{where}: collection query failed: {_reason(exc)}"
-            ) from exc
-        finally:
-            conn.rollback()
+            transaction.rollback()  # a probe never writes; nothing to keep
+    except SQLAlchemyError as exc:
+        if _is_timeout(exc):
+            raise ProbeTimeout(name, f"{where} did not answer within {timeout:g} s") from exc
+        if phase == "connect":
+            raise ConnectError(name, f"cannot connect to {where}: {_reason(exc)}") from exc
+        if phase == "ping":
+            raise ConnectError(name, f"{where} did not answer SELECT 1: {_reason(exc)}") from exc
+        raise CommandFailed(name, f"{where}: collection query failed: {_reason(exc)}") from exc
+    except (ValueError, TypeError) as exc:  # a stored value SQLAlchemy cannot read back
+        raise ProtocolError(name, f"{where}: unreadable value in a collection: {exc}") from exc
     return seen
 
 
@@ -345,7 +347,7 @@ def judge(
         faults.append(FaultKind.PAYMENT_PROCESSING_DELAY)
         problems.append(
             f"{rate:.0%} of the {seen.payments_decided} payments decided in the last "
-            f"{FAILURE_WINDOW.seconds // 60} min were declined "
+            f"{int(FAILURE_WINDOW.total_seconds() // 60)} min were declined "
             f"(threshold {thresholds.payment_failure_rate:.0%})"
         )
     limit = thresholds.latency_ms
@@ -380,13 +382,13 @@ async def probe_sql(target: Target, probe: SqlProbe, ctx: ProbeContext) -> Probe
     """Reachability and ``SELECT 1`` latency of the database, then its money collections."""
     ts = now_utc()
     engine = await engine_for(ctx, target, probe.timeout)
-    look: Callable[[], Observation] = lambda: observe(  # noqa: E731 - bound arguments
-        target.name, engine, probe.thresholds, probe.timeout
-    )
     try:
         # The thread is not cancelled by the timeout, but the connect, statement and busy
         # timeouts set above end its work soon after.
-        seen = await asyncio.wait_for(asyncio.to_thread(look), probe.timeout)
+        seen = await asyncio.wait_for(
+            asyncio.to_thread(observe, target.name, engine, probe.thresholds, probe.timeout),
+            probe.timeout,
+        )
     except TimeoutError as exc:
         raise ProbeTimeout(
             target.name, f"{describe_url(engine.url)} did not answer within {probe.timeout:g} s"

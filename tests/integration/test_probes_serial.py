@@ -69,7 +69,8 @@ async def test_healthy_terminal_passes_with_its_status(hall: Inventory) -> None:
     assert values["cache"] == "online"
     assert values["games_cached"] == 24
     assert values["config_hash"] == values["expected_config_hash"] == EXPECTED_HASH
-    assert result.latency_ms is not None and result.latency_ms < 500
+    assert result.latency_ms is not None
+    assert result.latency_ms < 500
 
 
 async def test_healthy_bill_acceptor_passes_with_empty_event_buffer(hall: Inventory) -> None:
@@ -303,7 +304,8 @@ async def test_missing_device_is_a_connect_error(
     assert result.error_message == (
         f"{name}: cannot open serial device {missing}: No such file or directory"
     )
-    assert result.latency_ms is not None and result.latency_ms < 500
+    assert result.latency_ms is not None
+    assert result.latency_ms < 500
 
 
 async def test_nine_devices_probed_concurrently_answer_within_one_timeout(
@@ -361,7 +363,8 @@ async def test_console_error_answer_is_command_failed(hall: Inventory) -> None:
     """A console that answers ERR to a request raises CommandFailed with its reason."""
     terminal = Console.for_target(hall.target(TERMINAL))
     line = await terminal.query(b"SELF-DESTRUCT\r\n", timeout=1.0)
-    assert line.startswith(b"ERR ") and line.endswith(b"\r\n")
+    assert line.startswith(b"ERR ")
+    assert line.endswith(b"\r\n")
     with pytest.raises(CommandFailed, match="unknown command"):
         console.parse_reply(line, TERMINAL)
 
