@@ -9,15 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from floorwatch.catalogue import FaultKind
+from floorwatch.detect import UNREACHABLE_FAULTS
 from floorwatch.inventory import Inventory, Target
 from floorwatch.results import ProbeResult
-
-# Faults that mean the target cannot be used at all (as opposed to working badly).
-UNREACHABLE_FAULTS: frozenset[str] = frozenset({
-    FaultKind.SERVICE_DOWN, FaultKind.PROVIDER_OUTAGE, FaultKind.TERMINAL_OFFLINE,
-    FaultKind.CASH_DEVICE_FAULT,
-})
 
 STATES = ("up", "down", "degraded", "maintenance", "unknown")
 

@@ -17,7 +17,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from floorwatch.detect import Decisions, OpenDecision, OpenIncident, detect
+from floorwatch.detect import Decisions, DetectionConfig, OpenIncident, detect
 from floorwatch.errors import StoreError
 from floorwatch.inventory import Inventory
 from floorwatch.results import ProbeResult, now_utc
@@ -27,7 +27,9 @@ from floorwatch.store import IncidentRow, Store
 OPENED = "floorwatch.incident.opened"
 RESOLVED = "floorwatch.incident.resolved"
 SUPPRESSED = "floorwatch.incident.suppressed"
-HISTORY_PER_TARGET = 40
+# Detection needs each target's results over twice the flapping window (to see a flap and
+# then a full stable window), capped so a 1 s probe cannot make the read unbounded.
+HISTORY_PER_TARGET = 1500
 STATUS_ARTIFACT = "platform-status"
 
 
@@ -100,7 +102,7 @@ def apply_decisions(
     be linked to an incident opened in the same pass."""
     outcome = DetectionOutcome()
     opened_ids: dict[tuple[str, str], int] = {}
-    for decision in _parents_first(decisions.opens):
+    for decision in decisions.opens:  # parents come first
         parent_id = decision.parent_incident_id
         if parent_id is None and decision.suppressed_by is not None:
             parent_id = opened_ids.get(decision.suppressed_by)
@@ -149,18 +151,17 @@ def apply_decisions(
     return outcome
 
 
-def _parents_first(opens: Sequence[OpenDecision]) -> list[OpenDecision]:
-    return sorted(opens, key=lambda d: d.suppressed_by is not None)
-
-
 @task(name="detect-incidents", cache_policy=NO_CACHE)
 def detect_incidents(inventory: Inventory, targets: Sequence[str]) -> dict[str, Any]:
     """Read the targets' recent history, decide, write incidents and emit their events."""
     now = now_utc()
     with Store() as store:
-        history = store.history(targets, per_target=HISTORY_PER_TARGET)
+        config = DetectionConfig()
+        history = store.history(
+            targets, per_target=HISTORY_PER_TARGET, since=now - 2 * config.flap_window
+        )
         unresolved = [_as_open(r) for r in store.unresolved_incidents()]
-        decisions = detect(inventory, history, unresolved, now)
+        decisions = detect(inventory, history, unresolved, now, config)
         outcome = apply_decisions(store, decisions, now)
     logger = get_run_logger()
     for payload in outcome.opened:
