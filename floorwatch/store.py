@@ -223,8 +223,11 @@ actions = Table(
     Column("started_at", UtcDateTime(), nullable=False),
     Column("finished_at", UtcDateTime(), nullable=True),
     Column("duration_ms", Float(), nullable=True),
+    Column("target", String(200), nullable=True),
+    Column("automatic", Boolean(), nullable=False),
     CheckConstraint(_in("outcome", ACTION_OUTCOMES), name="outcome"),
     Index(None, "incident_id"),
+    Index(None, "target", "started_at"),
 )
 
 notifications = Table(
@@ -846,8 +849,11 @@ class Store:
         parameters: Mapping[str, Any] | None = None,
         output: str = "",
         evidence: Mapping[str, Any] | None = None,
+        target: str | None = None,
+        automatic: bool = False,
     ) -> int:
-        """Record one runbook step; ``duration_ms`` is derived. Returns the action id."""
+        """Record one runbook step; ``duration_ms`` is derived. Returns the action id.
+        ``automatic`` steps on ``target`` count against its remediation budget."""
         if outcome not in ACTION_OUTCOMES:
             raise ValueError(f"unknown action outcome {outcome!r}; one of {ACTION_OUTCOMES}")
         started = _aware(started_at, "started_at")
@@ -864,6 +870,8 @@ class Store:
             "started_at": started,
             "finished_at": finished,
             "duration_ms": (finished - started).total_seconds() * 1000 if finished else None,
+            "target": target,
+            "automatic": automatic,
         }
         try:
             with self._tx(f"recording {runbook}/{step}") as conn:
@@ -871,6 +879,27 @@ class Store:
                 return int(result.scalar_one())
         except IntegrityError as exc:
             raise StoreError(f"cannot record {runbook}/{step}: {_reason(exc)}") from exc
+
+    def count_automatic_actions(self, target: str, since: datetime) -> int:
+        """Automatic remediation actions taken on ``target`` since ``since`` (the budget)."""
+        query = (
+            select(func.count())
+            .select_from(actions)
+            .where(
+                actions.c.target == target,
+                actions.c.automatic.is_(True),
+                actions.c.outcome.in_(("succeeded", "failed", "rolled_back")),
+                actions.c.started_at >= _aware(since, "since"),
+            )
+        )
+        with self._tx(f"counting actions on {target}") as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def actions_of(self, incident_id: int) -> list[dict[str, Any]]:
+        """The recorded steps of an incident, in order."""
+        query = select(actions).where(actions.c.incident_id == incident_id).order_by(actions.c.id)
+        with self._tx(f"reading actions of incident #{incident_id}") as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
     # ------------------------------------------------------------------ notification outbox
 

@@ -68,6 +68,15 @@ class HostMetrics:
         }
 
 
+def _section(tag: str, command: str) -> str:
+    """Shell lines printing ``command``'s output (stderr too) and exit status under ``tag``.
+
+    A subshell and a newline: the configured command may hold pipes, ``exit`` or a trailing
+    comment without cutting the script short.
+    """
+    return f"echo '{MARK} {tag}'; ( {command}\n) </dev/null 2>&1; echo \"{MARK} rc $?\""
+
+
 def metrics_script(services: Sequence[str], service_command: str, disk_command: str) -> str:
     """The shell script that prints every section ``parse_metrics`` reads.
 
@@ -81,15 +90,10 @@ def metrics_script(services: Sequence[str], service_command: str, disk_command: 
         f"echo '{MARK} meminfo'; cat /proc/meminfo",
         f"echo '{MARK} loadavg'; cat /proc/loadavg",
         f"echo '{MARK} nproc'; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN",
-        # braces and a newline: the configured command may hold pipes or a trailing comment
-        f"echo '{MARK} disk'; {{ {disk_command}\n}} </dev/null 2>&1; echo \"{MARK} rc $?\"",
+        _section("disk", disk_command),
     ]
     for index, name in enumerate(services):
-        lines.append(
-            f"echo '{MARK} service {index}'; "
-            f"{{ {service_command} status {shlex.quote(name)}\n}} </dev/null 2>&1; "
-            f'echo "{MARK} rc $?"'
-        )
+        lines.append(_section(f"service {index}", f"{service_command} status {shlex.quote(name)}"))
     lines.append(f"echo '{MARK} end'")
     return "\n".join(lines) + "\n"
 

@@ -491,13 +491,16 @@ async def test_sql_probe_finds_every_fault_on_postgresql(postgres_url: str) -> N
         with engine.begin() as conn:
             metadata.create_all(conn)
             conn.execute(sa.insert(rounds), [
-                {"id": 1, "provider": "p", "game": "g", "started_at": now - timedelta(minutes=31)},
+                # Same keys in every row: an executemany takes its columns from the first.
+                {"id": 1, "provider": "p", "game": "g", "started_at": now - timedelta(minutes=31),
+                 "ended_at": None, "total_payout_cents": 0},
                 {"id": 2, "provider": "p", "game": "g", "started_at": now - timedelta(minutes=2),
                  "ended_at": now - timedelta(minutes=2), "total_payout_cents": 500},
             ])
             conn.execute(sa.insert(bets), [
                 {"round_id": 1, "player_id": "p1", "amount_cents": 100, "state": "pending",
-                 "placed_at": now - timedelta(minutes=30)},
+                 "placed_at": now - timedelta(minutes=30), "settled_at": None,
+                 "payout_cents": None},
                 {"round_id": 2, "player_id": "p2", "amount_cents": 100, "state": "settled",
                  "placed_at": now - timedelta(minutes=2), "settled_at": now,
                  "payout_cents": 100},

@@ -367,3 +367,17 @@ def test_latest_results_and_unresolved_incidents(migrated: Store) -> None:
     s.set_incident_state(first.id, "resolved", message="recovered")
     assert [i.id for i in s.unresolved_incidents()] == [second.id]
     assert s.unresolved_incidents(["provider-alpha"]) == []
+
+
+def test_budget_counts_only_recent_automatic_actions_on_the_target(migrated: Store) -> None:
+    """count_automatic_actions() is the remediation budget: automatic, this target, window."""
+    s = migrated
+    for minutes, automatic, target in ((5, True, "app-primary"), (30, True, "app-primary"),
+                                       (90, True, "app-primary"), (5, False, "app-primary"),
+                                       (5, True, "app-standby")):
+        s.record_action(runbook="restart_service", step="restart", outcome="succeeded",
+                        started_at=T0 - timedelta(minutes=minutes), target=target,
+                        automatic=automatic)
+    s.record_action(runbook="restart_service", step="plan", outcome="planned",
+                    started_at=T0, target="app-primary", automatic=True)
+    assert s.count_automatic_actions("app-primary", since=T0 - timedelta(hours=1)) == 2
