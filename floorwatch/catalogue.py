@@ -167,10 +167,10 @@ CONNECTION_REQUIRED: Mapping[TargetKind, tuple[str, ...]] = MappingProxyType(
 # ignored, so a value that would have no effect never looks as if it had one.
 CONNECTION_OPTIONAL: Mapping[TargetKind, tuple[str, ...]] = MappingProxyType(
     {
-        **{kind: ("ca_bundle", "block") for kind in HTTP_KINDS},
-        _T.TCP_ENDPOINT: ("block",),
+        **{kind: ("ca_bundle", "block", "service") for kind in HTTP_KINDS},
+        _T.TCP_ENDPOINT: ("block", "service"),
         _T.DNS_RECORD: ("rdtype", "backup", "block"),
-        _T.SERVER: ("services",),
+        _T.SERVER: ("services", "standby", "traffic_record"),
         _T.DATABASE: ("block",),
         _T.TERMINAL: ("baud", "protocol", "block"),
         _T.BILL_ACCEPTOR: ("baud", "protocol", "address", "block"),

@@ -497,6 +497,9 @@ class Connection(_Model):
     expected: tuple[Text, ...] = ()  # values the record should hold
     backup: tuple[Text, ...] = ()  # values it holds after a DNS failover
     services: tuple[Text, ...] = ()  # services a server runs
+    service: Text | None = None  # the service (on a parent server) behind an endpoint
+    standby: Text | None = None  # a server's standby server (target name)
+    traffic_record: Text | None = None  # the dns_record target sending traffic to a server
 
     @field_validator("device")
     @classmethod
@@ -1049,6 +1052,9 @@ class _Checker:
         self.window_lines: dict[str, int | None] = {}
         self.depends: dict[str, list[tuple[Loc, str]]] = {}
         self.dependency_entries: list[tuple[Loc, str]] = []
+        # connection fields naming other targets: (loc, name, the kind it must have)
+        self.reference_entries: list[tuple[Loc, str, TargetKind]] = []
+        self.target_kinds: dict[str, str] = {}
 
     def add(self, loc: Loc, message: str) -> None:
         self.problems.append(self.doc.problem(loc, message))
@@ -1160,6 +1166,16 @@ class _Checker:
         ]
         self.dependency_entries.extend(entries)
         name = target.get("name")
+        if isinstance(name, str) and isinstance(target.get("kind"), str):
+            self.target_kinds.setdefault(name, target["kind"])
+        connection = target.get("connection")
+        if isinstance(connection, dict):
+            for key, wanted in (("standby", TargetKind.SERVER),
+                                ("traffic_record", TargetKind.DNS_RECORD)):
+                if isinstance(connection.get(key), str):
+                    self.reference_entries.append(
+                        ((*loc, "connection", key), connection[key], wanted)
+                    )
         if isinstance(name, str) and self._first(
             self.target_lines, name, (*loc, "name"), "target name"
         ):
@@ -1229,6 +1245,11 @@ class _Checker:
         for loc, parent in self.dependency_entries:
             if parent not in self.target_lines:
                 self.add(loc, f"depends on unknown target {parent!r}")
+        for loc, name, kind in self.reference_entries:
+            if name not in self.target_lines:
+                self.add(loc, f"unknown target {name!r}")
+            elif self.target_kinds.get(name) != kind:
+                self.add(loc, f"{name!r} is a {self.target_kinds.get(name)}, not a {kind}")
         # Depth-first search in file order, iterative so that a long chain of dependencies
         # cannot exhaust the stack. Each edge back into the current path closes one cycle,
         # reported once, at the depends_on entry that closes it.

@@ -98,6 +98,9 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
                 "host": t.HOST, "port": layout.ssh_port(server),
                 "block": f"{SSH_BLOCK_PREFIX}{server}",
                 "services": list(t.SERVER_SERVICES[server]),
+                # The gateway's DNS name points at the primary; failover moves it.
+                **({"standby": "app-standby", "traffic_record": "gateway-dns"}
+                   if server == "app-primary" else {}),
             },
             "probes": [{"kind": "ssh_metrics", "interval": 30, "timeout": 10}],
         }
@@ -112,6 +115,7 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
             "criticality": "critical" if server == "app-primary" else "high",
             "connection": {
                 "url": f"http://{t.HOST}:{layout.port(ports['game-engine'] or 0)}/health",
+                "service": "game-engine",
             },
             "depends_on": [server],
             "probes": [{"kind": "http", "interval": 5, "timeout": 2}],

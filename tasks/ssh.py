@@ -45,7 +45,7 @@ __all__ = ["CommandResult", "RemoteShell", "load_private_key", "open_shell", "pi
 # A command printing more than this is cut off with an error rather than filling memory.
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 _READ_CHUNK = 65536
-_POLL_S = 0.02  # how often a running command is checked for output and its deadline
+_POLL_S = 0.01  # how often a running command is checked for output and its deadline
 
 
 @dataclass(frozen=True)
@@ -361,16 +361,18 @@ class RemoteShell:
                 raise ProtocolError(
                     self.name, f"`{what}` printed more than {MAX_OUTPUT_BYTES // 1024} KiB"
                 )
-            # paramiko handles messages in order: once the exit status is in, all output is
-            if channel.exit_status_ready() and not channel.recv_ready():
-                if not channel.recv_stderr_ready():
-                    return bytes(out), bytes(err)
-                continue
+            # sshd may send the exit status before the last output: done only at EOF too
+            if channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                while channel.recv_ready():
+                    out += channel.recv(_READ_CHUNK)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(_READ_CHUNK)
+                return bytes(out), bytes(err)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ProbeTimeout(self.name, f"`{what}` did not finish within {timeout:g} s")
             if not busy:
-                channel.status_event.wait(min(_POLL_S, left))
+                time.sleep(min(_POLL_S, left))
 
 
 @asynccontextmanager

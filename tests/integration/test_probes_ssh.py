@@ -521,7 +521,8 @@ async def test_refused_login_is_a_connect_error(
 @pytest.mark.parametrize(
     ("disk_command", "error_class", "message"),
     [
-        ("echo nothing like df", "ProtocolError", "no df -P header"),
+        ("echo nothing like df", "ProtocolError", "not df -P format: 'nothing like df'"),
+        ("true", "ProtocolError", "disk command printed no df -P header"),
         ("echo 'no such disk' >&2; exit 2", "CommandFailed", "disk command exited 2: no such"),
     ],
 )

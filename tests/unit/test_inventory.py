@@ -956,3 +956,25 @@ def test_sweep_interval_is_the_shortest_probe_interval_of_the_group() -> None:
     assert inventory.sweep_interval("core", "tcp") == 5
     with pytest.raises(LookupError, match="no dns probe"):
         inventory.sweep_interval("core", "dns")
+
+
+def test_failover_references_must_name_targets_of_the_right_kind() -> None:
+    """A server's standby must be a server and its traffic record a dns_record."""
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(
+            "version: 1\n"
+            "contacts: {ops: {channel: slack, address: '#ops'}}\n"
+            "zones:\n"
+            "  - name: core\n"
+            "    escalation: [ops]\n"
+            "    targets:\n"
+            "      - name: app-1\n"
+            "        kind: server\n"
+            "        connection: {host: 127.0.0.1, port: 22, block: app-1, standby: app-9,\n"
+            "                     traffic_record: app-1}\n"
+        )
+    assert [str(p) for p in err.value.problems] == [
+        "inventory.yaml:9 zones[0].targets[0].connection.standby: unknown target 'app-9'",
+        "inventory.yaml:10 zones[0].targets[0].connection.traffic_record: "
+        "'app-1' is a server, not a dns_record",
+    ]
