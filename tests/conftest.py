@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.prefect",
     "tests.fixtures.sandbox",
+    "tests.fixtures.runbooks",
 ]

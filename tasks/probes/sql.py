@@ -114,7 +114,7 @@ def _url(target: Target) -> sa.URL:
         raise AdapterError(target.name, "its connection names no database url")
     try:
         return sa.make_url(target.connection.url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         # The library's message quotes the URL, password included: it is not passed on.
         raise AdapterError(target.name, "connection.url is not a valid SQLAlchemy URL") from exc
 

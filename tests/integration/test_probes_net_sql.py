@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dns.query
 import dns.rcode
@@ -73,6 +74,13 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def url_port(target: Target) -> int:
+    """The port of an HTTP target's URL."""
+    port = urlsplit(target.connection.url or "").port
+    assert port is not None
+    return port
 
 
 def tcp_target(name: str, port: int, kind: str = "tcp_endpoint") -> Target:
@@ -151,8 +159,7 @@ async def test_tcp_probe_passes_with_connect_latency(sandbox_inventory: Inventor
     assert result.probe_id == "tcp"
     assert result.latency_ms is not None
     assert 0 < result.latency_ms < 2000
-    port = target.connection.url.rsplit(":", 1)[1].split("/")[0]  # type: ignore[union-attr]
-    assert result.values["address"] == f"127.0.0.1:{port}"
+    assert result.values["address"] == f"127.0.0.1:{url_port(target)}"
 
 
 async def test_tcp_probe_reports_a_down_service_as_refused(
@@ -205,9 +212,8 @@ async def test_tcp_latency_over_threshold_is_overload_not_an_outage(
     """A connect slower than the threshold is infrastructure_overload for a plain endpoint and
     api_integration_error for an HTTP service, never service_down."""
     gateway = sandbox_inventory.target("api-gateway")
-    port = int(gateway.connection.url.rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]
     strict = TcpProbe(timeout=2, thresholds=TcpThresholds(latency_ms=0.0001))
-    endpoint = await probe_once(tcp_target("gateway-port", port), strict)
+    endpoint = await probe_once(tcp_target("gateway-port", url_port(gateway)), strict)
     assert endpoint.faults == (FaultKind.INFRASTRUCTURE_OVERLOAD,)
     assert endpoint.error_class is None
     assert "threshold 0.0001 ms" in (endpoint.error_message or "")
@@ -261,7 +267,8 @@ async def test_dns_probe_accepts_the_backup_set_after_a_failover(
     finally:
         zone_update(dns_zone, record, "A", ["127.0.10.1"])
     assert result.ok, result.error_message
-    assert result.values == {**result.values, "answer": ["127.0.10.2"], "serving": "backup"}
+    assert result.values["answer"] == ["127.0.10.2"]
+    assert result.values["serving"] == "backup"
 
 
 async def test_dns_probe_reports_a_missing_name_as_nxdomain(gateway: Target) -> None:
@@ -530,3 +537,12 @@ async def test_sql_probe_finds_every_fault_on_postgresql(postgres_url: str) -> N
     assert values["stuck_payments"] == 1
     assert 29.5 < values["oldest_stuck_payment_minutes"] < 31
     assert values["payment_decline_rate"] == 0.4
+
+
+async def test_sql_probe_refuses_a_bad_url_without_quoting_it() -> None:
+    """A URL SQLAlchemy cannot parse fails the probe with a message that does not quote it."""
+    url = "postgresql://floorwatch:s3cret-pw@127.0.0.1:port/gamedb"
+    target = Target(name="bad-db", kind="database", connection=Connection(url=url))
+    result = await probe_once(target, SqlProbe(timeout=2))
+    assert result.error_class == "AdapterError"
+    assert result.error_message == "bad-db: connection.url is not a valid SQLAlchemy URL"
