@@ -514,6 +514,20 @@ class Connection(_Model):
     def _resolve_ca_bundle(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else _resolve(value, info)
 
+    @field_validator("url")
+    @classmethod
+    def _resolve_sqlite_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A relative SQLite file is relative to the inventory, like devices: a worker
+        # started in another folder must find the same database.
+        prefix = "sqlite:///"
+        if value is None or not value.startswith(prefix) or value.startswith(prefix + "/"):
+            return value
+        path, _, query = value[len(prefix):].partition("?")
+        if not path or path == ":memory:":
+            return value
+        resolved = str(_resolve(Path(path), info))
+        return prefix + resolved + (f"?{query}" if query else "")
+
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:
     """``path`` against the inventory's folder. Symlinks are kept: the sandbox's serial

@@ -7,6 +7,7 @@ range. Serial devices are stable symlinks under ``<dir>/dev`` to the pseudo-term
 
 from __future__ import annotations
 
+import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,14 @@ GAMEDB_NAME = "game-db"
 
 
 def free_base_port(span: int = PORT_SPAN, start: int = 20000, stop: int = 60000) -> int:
-    """A base port whose ``span`` following ports are all free on 127.0.0.1 right now."""
-    for base in range(start, stop, span):
+    """A base port whose ``span`` following ports are all free on 127.0.0.1 right now.
+
+    The search starts at a random block, so two processes looking at the same moment
+    (parallel test sessions) rarely pick the same range.
+    """
+    blocks = list(range(start, stop - span, span))
+    first = random.randrange(len(blocks))
+    for base in blocks[first:] + blocks[:first]:
         if all(_port_free(base + i) for i in range(span)):
             return base
     raise OSError("no free port range on 127.0.0.1")

@@ -978,3 +978,24 @@ def test_failover_references_must_name_targets_of_the_right_kind() -> None:
         "inventory.yaml:10 zones[0].targets[0].connection.traffic_record: "
         "'app-1' is a server, not a dns_record",
     ]
+
+
+def test_relative_sqlite_url_is_relative_to_the_inventory(tmp_path: Path) -> None:
+    """A database URL naming a relative SQLite file resolves against the inventory folder."""
+    inventory = parse_inventory(
+        "version: 1\n"
+        "contacts: {ops: {channel: slack, address: '#ops'}}\n"
+        "zones:\n"
+        "  - name: core\n"
+        "    escalation: [ops]\n"
+        "    targets:\n"
+        "      - name: db\n"
+        "        kind: database\n"
+        "        connection: {url: 'sqlite:///state/game.db'}\n"
+        "      - name: pg\n"
+        "        kind: database\n"
+        "        connection: {url: 'postgresql+psycopg://u@127.0.0.1:5432/game'}\n",
+        base_dir=tmp_path,
+    )
+    assert inventory.target("db").connection.url == f"sqlite:///{tmp_path}/state/game.db"
+    assert inventory.target("pg").connection.url == "postgresql+psycopg://u@127.0.0.1:5432/game"
