@@ -27,7 +27,11 @@ def checks_of(inventory: Inventory, zone: str, probe_kind: str) -> list[tuple[Ta
 
 
 async def load_credentials(checks: list[tuple[Target, Probe]]) -> dict[str, Any]:
-    """The blocks the checks' connections name, each loaded once from the Prefect server."""
+    """The blocks the checks' connections name, each loaded once from the Prefect server.
+
+    A block that cannot be loaded is logged and left out: its targets then fail their probe
+    with "block ... is not loaded" instead of the whole sweep failing.
+    """
     from blocks import DnsZone, SshHost
 
     names = {t.connection.block for t, _ in checks if t.connection.block}
@@ -35,7 +39,10 @@ async def load_credentials(checks: list[tuple[Target, Probe]]) -> dict[str, Any]
     for name in sorted(n for n in names if n):
         kinds = {t.kind for t, _ in checks if t.connection.block == name}
         block_type = SshHost if "server" in kinds else DnsZone
-        loaded[name] = await block_type.aload(name)
+        try:
+            loaded[name] = await block_type.aload(name)
+        except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+            get_run_logger().error("block %r could not be loaded: %s", name, exc)
     return loaded
 
 

@@ -289,17 +289,28 @@ async def run_sweep_sharded(
     cold = _pool is None
     creds = dict(credentials or {})
 
-    def submit_all() -> list[Future[list[dict[str, Any]]]]:
+    payloads = [_shard_payload([checks[i] for i in shard]) for shard in shards]
+
+    def submit_all() -> list[Future[list[dict[str, Any]]]] | None:
         # In a thread: the first submit starts the workers, and a cold forkserver blocks
         # until it has imported its preload (seconds), which must not stall the event loop.
-        pool = _get_pool(count)
-        jobs = []
-        for shard in shards:
-            targets, items = _shard_payload([checks[i] for i in shard])
-            jobs.append(pool.submit(_run_shard, zone, targets, items, creds, per_worker))
-        return jobs
+        for _attempt in range(2):
+            pool = _get_pool(count)
+            try:
+                return [
+                    pool.submit(_run_shard, zone, targets, items, creds, per_worker)
+                    for targets, items in payloads
+                ]
+            except BrokenProcessPool:  # a worker died since the last sweep: start afresh
+                log.warning("sweep %s: the worker pool is broken; starting a new one", zone)
+                shutdown_workers(kill=True)
+        return None
 
     jobs = await asyncio.to_thread(submit_all)
+    if jobs is None:
+        log.error("sweep %s: no worker pool could be started; sweeping in this process", zone)
+        async with ProbeContext(zone=zone, credentials=creds) as ctx:
+            return await run_sweep(checks, ctx, concurrency)
     futures = [asyncio.wrap_future(job) for job in jobs]
     bound = max(_shard_bound([checks[i] for i in s], per_worker, cold) for s in shards)
     _done, late = await asyncio.wait(futures, timeout=bound)
@@ -341,10 +352,11 @@ async def sweep_checks(
     credentials: Mapping[str, Any] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     workers: int | None = None,
+    shard_threshold: int = SHARD_THRESHOLD,
 ) -> list[ProbeResult]:
     """Probe every (target, probe) of ``zone`` once; one result per check, in input order.
 
-    With ``SHARD_THRESHOLD`` HTTP checks or more and more than one worker (``workers``
+    With ``shard_threshold`` HTTP checks or more and more than one worker (``workers``
     None: one per CPU), the HTTP checks are sharded over worker processes while the others
     run here; otherwise everything runs in this process. Never raises for a target.
     """
@@ -352,7 +364,7 @@ async def sweep_checks(
         raise FloorwatchError(f"sweep workers must be at least 1, not {workers}")
     count = workers if workers is not None else _default_workers()
     http = [i for i, (_, probe) in enumerate(checks) if probe.kind == ProbeKind.HTTP]
-    if count <= 1 or len(http) < SHARD_THRESHOLD:
+    if count <= 1 or len(http) < shard_threshold:
         async with ProbeContext(zone=zone, credentials=credentials or {}) as ctx:
             return await run_sweep(checks, ctx, concurrency)
 

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pydantic import SecretStr
 
 from blocks import SshHost
@@ -39,7 +40,7 @@ from tasks.probes.ssh import (
     service_state,
     services_down,
 )
-from tasks.ssh import RemoteShell
+from tasks.ssh import RemoteShell, load_private_key
 
 integration = pytest.mark.integration
 
@@ -162,6 +163,88 @@ def test_metrics_script_quotes_service_names() -> None:
     script = metrics_script(["a b;rm -rf /"], "systemctl", "df -P")
     assert "systemctl status 'a b;rm -rf /'" in script
     assert HostMetrics(1, 2, 3, 4).values()["disks"] == {}
+
+
+# -- private keys ---------------------------------------------------------------------------
+
+PASSPHRASE = "pass-phrase-4711"
+KEY_FORMATS = {
+    "openssh": serialization.PrivateFormat.OpenSSH,
+    "pkcs8": serialization.PrivateFormat.PKCS8,
+    "traditional": serialization.PrivateFormat.TraditionalOpenSSL,
+}
+
+
+def private_key_text(kind: str, key_format: str, passphrase: str | None = None) -> tuple[str, str]:
+    """(private key text, its public key line) for a fresh key of ``kind``."""
+    key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if kind == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    elif kind == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    text = key.private_bytes(serialization.Encoding.PEM, KEY_FORMATS[key_format], encryption)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return text.decode(), public.decode()
+
+
+def ssh_host(private_key: str, passphrase: str | None = None) -> SshHost:
+    """An SshHost holding ``private_key`` (the host key is any valid one)."""
+    return SshHost(
+        host="127.0.0.1",
+        username="ops",
+        private_key=SecretStr(private_key),
+        private_key_passphrase=SecretStr(passphrase) if passphrase else None,
+        host_key=other_host_key("ed25519"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "key_format", "key_class"),
+    [
+        ("ed25519", "openssh", paramiko.Ed25519Key),
+        ("ed25519", "pkcs8", paramiko.Ed25519Key),
+        ("rsa", "openssh", paramiko.RSAKey),
+        ("rsa", "pkcs8", paramiko.RSAKey),
+        ("rsa", "traditional", paramiko.RSAKey),
+        ("ecdsa", "openssh", paramiko.ECDSAKey),
+        ("ecdsa", "traditional", paramiko.ECDSAKey),
+    ],
+)
+@pytest.mark.parametrize("passphrase", [None, PASSPHRASE])
+def test_private_keys_load_from_every_common_format(
+    kind: str, key_format: str, key_class: type[paramiko.PKey], passphrase: str | None
+) -> None:
+    """ed25519, RSA and ECDSA keys load from OpenSSH, PKCS#8 or PEM text, encrypted or not."""
+    text, public = private_key_text(kind, key_format, passphrase)
+
+    key = load_private_key(ssh_host(text, passphrase))
+
+    assert isinstance(key, key_class)
+    assert f"{key.get_name()} {key.get_base64()}" == " ".join(public.split()[:2])
+
+
+@pytest.mark.parametrize("given", [None, "wrong-passphrase"])
+def test_unreadable_private_key_is_a_connect_error_without_secrets(given: str | None) -> None:
+    """A missing or wrong passphrase raises ConnectError that quotes neither key nor phrase."""
+    text, _ = private_key_text("ed25519", "openssh", PASSPHRASE)
+
+    with pytest.raises(ConnectError, match="private key cannot be read") as exc_info:
+        load_private_key(ssh_host(text, given), name=PRIMARY)
+
+    message = str(exc_info.value)
+    assert message.startswith(f"{PRIMARY}: ")
+    assert PASSPHRASE not in message
+    assert "wrong-passphrase" not in message
+    assert text.splitlines()[1] not in message
 
 
 # -- helpers for the sandbox ----------------------------------------------------------------

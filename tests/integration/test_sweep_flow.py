@@ -4,6 +4,7 @@ detected as one incident with its event within N x interval + 2 s, and healing r
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ async def _events(client: Any, name: str, resource_id: str) -> list[Any]:
 
     page = await client.read_events(
         EventFilter(event=EventNameFilter(name=[name]),
-                    resource=EventResourceFilter(id=[resource_id]))
+                    resource=EventResourceFilter(id=[resource_id])),
+        limit=50,
     )
     return list(page.events)
 
@@ -130,5 +132,7 @@ async def test_sweep_publishes_the_platform_status_artifact(
     )
     assert artifacts
     rows = artifacts[0].data
-    zones = [row["zone"] for row in (rows if isinstance(rows, list) else __import__("json").loads(rows))]
+    if isinstance(rows, str):
+        rows = json.loads(rows)
+    zones = [row["zone"] for row in rows]
     assert zones == ["online-core", "dns", "providers", "payments", "hall-1"]
