@@ -49,4 +49,37 @@ def build_deployments(inventory: Inventory, inventory_path: Path) -> list[Any]:
                 concurrency_limit=ONE_AT_A_TIME,
             )
         )
+    deployments.extend(runbook_deployments())
     return deployments
+
+
+def runbook_deployments() -> list[Any]:
+    """One deployment per runbook, startable from the UI with its typed form, and started
+    by the `floorwatch.incident.opened` events whose labels name it (policy automatic or
+    approval; manual runbooks wait for a person, fast-path ones already ran)."""
+    from prefect.events import DeploymentEventTrigger
+
+    from runbooks.registry import FLOWS, deployment_name, runbook_flow
+
+    built = []
+    for name in FLOWS:
+        flow = runbook_flow(name)
+        trigger = DeploymentEventTrigger(
+            name=f"incident opened: {name}",
+            expect={"floorwatch.incident.opened"},
+            match={"floorwatch.runbook": str(name),
+                   "floorwatch.policy": ["automatic", "approval"]},
+            parameters={
+                "target": "{{ event.resource.name }}",
+                "incident_id": "{{ event.payload.incident_id }}",
+                "requested_by": "automation",
+            },
+        )
+        built.append(flow.to_deployment(
+            name=deployment_name(name),
+            description=(flow.description or "").strip().splitlines()[0] if flow.description
+            else str(name),
+            tags=["floorwatch", "runbook"],
+            triggers=[trigger],
+        ))
+    return built

@@ -172,7 +172,7 @@ CONNECTION_OPTIONAL: Mapping[TargetKind, tuple[str, ...]] = MappingProxyType(
         _T.DNS_RECORD: ("rdtype", "backup", "block"),
         _T.SERVER: ("services", "standby", "traffic_record"),
         _T.DATABASE: ("block",),
-        _T.TERMINAL: ("baud", "protocol", "block"),
+        _T.TERMINAL: ("baud", "protocol", "block", "config_file"),
         _T.BILL_ACCEPTOR: ("baud", "protocol", "address", "block"),
         _T.PRINTER: ("baud", "protocol", "block"),
     }

@@ -500,6 +500,9 @@ class Connection(_Model):
     service: Text | None = None  # the service (on a parent server) behind an endpoint
     standby: Text | None = None  # a server's standby server (target name)
     traffic_record: Text | None = None  # the dns_record target sending traffic to a server
+    # The configuration a terminal should run (redeploy_config delivers it); relative to the
+    # inventory's folder, like devices.
+    config_file: Annotated[Path, BeforeValidator(_check_path_text)] | None = None
 
     @field_validator("device")
     @classmethod
@@ -509,9 +512,9 @@ class Connection(_Model):
             return value
         return str(_resolve(Path(value), info))
 
-    @field_validator("ca_bundle")
+    @field_validator("ca_bundle", "config_file")
     @classmethod
-    def _resolve_ca_bundle(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+    def _resolve_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else _resolve(value, info)
 
     @field_validator("url")
@@ -1363,8 +1366,8 @@ def parse_inventory(
 ) -> Inventory:
     """Validate inventory YAML ``text``; problems name ``filename``.
 
-    Relative device and CA bundle paths are resolved against ``base_dir`` (the current
-    directory when None). Raises InventoryError listing every problem, in file order.
+    Relative device, CA bundle and config file paths are resolved against ``base_dir`` (the
+    current directory when None). Raises InventoryError listing every problem, in file order.
     """
     doc = _compose(text, filename)
     if not isinstance(doc.data, dict):

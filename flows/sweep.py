@@ -9,6 +9,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from runbooks.frame import AUTOMATION
+from runbooks.registry import FAST_PATH_POLICY, runbook_flow
 from tasks.collect import probe_zone
 from tasks.incidents import detect_incidents, publish_platform_status
 from tasks.inventory import cached_inventory
@@ -22,6 +24,8 @@ async def sweep_zone(zone: str, probe_kind: str, inventory_path: str) -> dict[st
     sweep = await probe_zone(inventory, zone, probe_kind)
     detection = detect_incidents(inventory, sweep["targets"])
     await publish_platform_status(inventory)
+    remediations = [await run_fast_path(opened) for opened in detection["opened"]
+                    if opened["policy"] == FAST_PATH_POLICY]
     elapsed = time.perf_counter() - started
     interval = inventory.sweep_interval(zone, probe_kind)
     if elapsed > interval:
@@ -32,4 +36,13 @@ async def sweep_zone(zone: str, probe_kind: str, inventory_path: str) -> dict[st
                    resource={"prefect.resource.id": f"floorwatch.sweep.{zone}.{probe_kind}"},
                    payload={"elapsed_s": elapsed, "interval_s": interval})
     return {"sweep": sweep, "detection": detection, "elapsed_s": round(elapsed, 3),
-            "overrun": elapsed > interval}
+            "overrun": elapsed > interval, "fast_path": remediations}
+
+
+async def run_fast_path(opened: dict[str, Any]) -> dict[str, Any]:
+    """Start a failover at once, as a subflow, instead of waiting for the event's trigger."""
+    runbook = runbook_flow(opened["runbook"])
+    report: dict[str, Any] = await runbook(
+        target=opened["target"], incident_id=opened["incident_id"], requested_by=AUTOMATION
+    )
+    return report

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -70,6 +70,14 @@ class RunbookParams(BaseModel):
         default="ops", description="Who starts this run (automation for triggered runs)"
     )
     reason: str = Field(default="", description="Why, in a few words")
+    lock_timeout_s: float = Field(
+        default=DEFAULT_LOCK_TIMEOUT_S, gt=0,
+        description="How long to wait for another runbook on the same target",
+    )
+    approval_timeout_s: int = Field(
+        default=DEFAULT_APPROVAL_TIMEOUT_S, gt=0,
+        description="How long to wait for a person's approval before escalating",
+    )
 
 
 class ApprovalInput(RunInput):
@@ -112,6 +120,9 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     escalate: str | None = None  # act on nothing; hand to people with this reason
     verify: bool = True
+    # Targets whose probes prove recovery, when the run's own target cannot: after a server
+    # failover the fenced primary stays down; the traffic record and the standby prove it.
+    verify_targets: list[str] | None = None
 
 
 @dataclass
@@ -197,31 +208,44 @@ async def ensure_target_lock(name: str) -> str:
 
 
 # -- verification --------------------------------------------------------------------------
-def _probes_to_verify(ctx: RunContext) -> list[Probe]:
-    return list(ctx.target.probes)
+def _probes_to_verify(targets: Sequence[Target]) -> list[tuple[Target, Probe]]:
+    return [(t, p) for t in targets for p in t.probes]
 
 
-async def probe_target(ctx: RunContext) -> list[ProbeResult]:
-    """Every probe of the target, once."""
-    async with ProbeContext(zone=ctx.zone, credentials=ctx.credentials) as probe_ctx:
+async def probe_target(
+    ctx: RunContext, targets: Sequence[Target] | None = None
+) -> list[ProbeResult]:
+    """Every probe of the target (or of ``targets``), once, each in its own zone."""
+    chosen = list(targets) if targets is not None else [ctx.target]
+    zones = {t.name: (ctx.zone if t.name == ctx.target.name
+                      else ctx.inventory.zone_of(t.name).name) for t in chosen}
+    async with contextlib.AsyncExitStack() as stack:
+        contexts: dict[str, ProbeContext] = {}
+        for zone in dict.fromkeys(zones.values()):
+            contexts[zone] = await stack.enter_async_context(
+                ProbeContext(zone=zone, credentials=ctx.credentials))
         return list(await asyncio.gather(
-            *(run_probe(ctx.target, p, probe_ctx) for p in _probes_to_verify(ctx))
+            *(run_probe(t, p, contexts[zones[t.name]]) for t, p in _probes_to_verify(chosen))
         ))
 
 
 async def verify_recovery(
-    ctx: RunContext, deadline_s: float = DEFAULT_VERIFY_DEADLINE_S
+    ctx: RunContext, deadline_s: float = DEFAULT_VERIFY_DEADLINE_S,
+    targets: Sequence[Target] | None = None,
 ) -> list[ProbeResult]:
-    """Re-run the target's probes until all pass ``successes_to_resolve`` times in a row;
-    raise ``VerificationFailed`` with the last evidence when the deadline passes."""
-    needed = max((p.successes_to_resolve for p in ctx.target.probes), default=2)
-    interval = min((p.interval for p in ctx.target.probes), default=5.0)
+    """Re-run the target's (or ``targets``') probes until all pass ``successes_to_resolve``
+    times in a row; raise ``VerificationFailed`` with the last evidence when the deadline
+    passes."""
+    chosen = list(targets) if targets is not None else [ctx.target]
+    probes = [p for _, p in _probes_to_verify(chosen)]
+    needed = max((p.successes_to_resolve for p in probes), default=2)
+    interval = min((p.interval for p in probes), default=5.0)
     pause = min(1.0, interval / 2)
     streak: list[ProbeResult] = []
     last: list[ProbeResult] = []
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        last = await probe_target(ctx)
+        last = await probe_target(ctx, chosen)
         if all(r.ok for r in last):
             streak.extend(last)
             if len(streak) >= needed * len(last):
@@ -229,8 +253,24 @@ async def verify_recovery(
         else:
             streak = []
         await asyncio.sleep(pause)
-    observed = "; ".join(f"{r.probe_id}: {r.error_message or 'ok'}" for r in last)
+    observed = "; ".join(
+        f"{'' if r.target == ctx.target.name else r.target + ' '}{r.probe_id}: "
+        f"{r.error_message or 'ok'}" for r in last)
     raise VerificationFailed("verify", observed or "no probe result")
+
+
+async def resolve_verify_targets(ctx: RunContext, plan: Plan) -> list[Target] | None:
+    """The targets ``plan.verify_targets`` names, their blocks loaded into the run's
+    credentials; checked before anything is done, so a wrong name acts on nothing."""
+    if plan.verify_targets is None:
+        return None
+    if not plan.verify_targets:
+        raise FloorwatchError(f"{ctx.runbook}: the plan names an empty list of verify targets")
+    targets = [ctx.inventory.target(name) for name in plan.verify_targets]
+    for target in targets:
+        if target.connection.block and target.connection.block not in ctx.credentials:
+            ctx.credentials.update(await load_target_credentials(target))
+    return targets
 
 
 # -- the frame -------------------------------------------------------------------------------
@@ -241,8 +281,6 @@ async def run_runbook(
     diagnose: Diagnoser,
     *,
     inventory_path: str | None = None,
-    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-    approval_timeout_s: int = DEFAULT_APPROVAL_TIMEOUT_S,
     verify_deadline_s: float = DEFAULT_VERIFY_DEADLINE_S,
 ) -> dict[str, Any]:
     """Run one runbook on one target, the same way for every runbook; returns the report."""
@@ -270,14 +308,15 @@ async def run_runbook(
         from prefect.concurrency.asyncio import concurrency
 
         lock = await ensure_target_lock(target.name)
+        wait = params.lock_timeout_s
         try:
-            async with concurrency(lock, occupy=1, timeout_seconds=lock_timeout_s, strict=True):
-                await _locked(ctx, report, planner, diagnose, approval_timeout_s,
+            async with concurrency(lock, occupy=1, timeout_seconds=wait, strict=True):
+                await _locked(ctx, report, planner, diagnose, params.approval_timeout_s,
                               verify_deadline_s)
         except TimeoutError:
             report.outcome = Outcome.TARGET_BUSY
             report.reason = (f"{target.name} is busy: another runbook holds it "
-                             f"(waited {lock_timeout_s:g} s); nothing done")
+                             f"(waited {wait:g} s); nothing done")
             ctx.timeline("target_busy", report.reason)
             logger.warning(report.reason)
         await publish_report(ctx, report)
@@ -290,6 +329,13 @@ async def _locked(
 ) -> None:
     logger = get_run_logger()
     started = now_utc()
+    if ctx.incident is not None:
+        # Another runbook may have fixed it while this one waited for the lock.
+        ctx.incident = ctx.store.get_incident(ctx.incident.id)
+        if ctx.incident.state == "resolved":
+            report.outcome = Outcome.VERIFIED
+            report.reason = f"incident #{ctx.incident.id} was already resolved; nothing done"
+            return
     ctx.timeline("runbook_started", f"{ctx.runbook} started by {ctx.actor}",
                  {"flow_run_id": ctx.flow_run_id, "dry_run": ctx.params.dry_run})
 
@@ -314,6 +360,7 @@ async def _locked(
     plan = await planner(ctx, diagnosis)
     report.plan = [{"step": s.name, "summary": s.summary, "parameters": s.parameters,
                     "rollback": s.rollback_summary or None} for s in plan.steps]
+    verify_targets = await resolve_verify_targets(ctx, plan)
     if ctx.params.dry_run:
         for step in plan.steps:
             ctx.record(step.name, "planned", now_utc(), output=step.summary,
@@ -358,7 +405,7 @@ async def _locked(
             for step in plan.steps:
                 report.steps.append(_run_step(ctx, step))
             if plan.verify:
-                evidence = await verify_recovery(ctx, verify_deadline_s)
+                evidence = await verify_recovery(ctx, verify_deadline_s, verify_targets)
                 report.after = [r.model_dump(mode="json") for r in evidence]
     except (AdapterError, VerificationFailed) as exc:
         logger.error("%s failed on %s: %s; rolled back", ctx.runbook, ctx.target.name, exc)

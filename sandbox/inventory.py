@@ -158,7 +158,8 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
             "name": terminal,
             "kind": "terminal",
             "criticality": "medium",
-            "connection": {"device": _rel(layout.device(terminal, "console"), relative_to)},
+            "connection": {"device": _rel(layout.device(terminal, "console"), relative_to),
+                           "config_file": _rel(t.TERMINAL_CONFIG_FILE, relative_to)},
             "probes": [{"kind": "terminal", "interval": 15, "timeout": 4,
                         "expect": {"config_hash": config_hash(t.EXPECTED_CONFIG)}}],
         })

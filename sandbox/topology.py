@@ -59,8 +59,10 @@ def printer_name(index: int) -> str:
     return f"{terminal_name(index)}-printer"
 
 
-# Terminals report this configuration hash when their configuration is the delivered one.
-EXPECTED_CONFIG = "hall-1 config v42\nlimits: standard\ngames: catalogue-2026.11\n"
+# The configuration the hall's terminals should run: the sandbox's terminals start with it,
+# and the inventory names this file as what redeploy_config delivers, so the two cannot differ.
+TERMINAL_CONFIG_FILE = Path(__file__).resolve().parent / "hall-1-terminal.conf"
+EXPECTED_CONFIG = TERMINAL_CONFIG_FILE.read_text(encoding="utf-8")
 CCTALK_BILL_ADDRESS = 40  # ccTalk's customary address for a bill validator
 CCTALK_HOST_ADDRESS = 1
 

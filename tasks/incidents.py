@@ -95,8 +95,23 @@ def _evidence(results: Sequence[ProbeResult]) -> list[dict[str, Any]]:
     return [r.model_dump(mode="json", exclude={"zone"}) for r in results[-5:]]
 
 
+def remediation_labels(inventory: Inventory | None, zone: str, fault_kind: str) -> dict[str, str]:
+    """Event resource labels naming the runbook the inventory maps to the fault and its
+    policy: what the runbook deployments' triggers match on."""
+    from runbooks.registry import FAST_PATH, FAST_PATH_POLICY
+
+    rule = inventory.remediation_for(zone, fault_kind) if inventory is not None else None
+    if rule is None:
+        return {"floorwatch.runbook": "none", "floorwatch.policy": "manual"}
+    policy = str(rule.policy)
+    if rule.runbook in FAST_PATH and policy == "automatic":
+        policy = FAST_PATH_POLICY
+    return {"floorwatch.runbook": str(rule.runbook), "floorwatch.policy": policy}
+
+
 def apply_decisions(
-    store: Store, decisions: Decisions, now: datetime, emit: bool = True
+    store: Store, decisions: Decisions, now: datetime, emit: bool = True,
+    inventory: Inventory | None = None,
 ) -> DetectionOutcome:
     """Write the decisions to the store and announce them. Parents first, so a child can
     be linked to an incident opened in the same pass."""
@@ -120,11 +135,13 @@ def apply_decisions(
         opened_ids[(decision.target, decision.fault_kind)] = row.id
         store.add_event(row.id, "evidence", "probe results that opened the incident",
                         data={"results": _evidence(decision.evidence)})
+        labels = remediation_labels(inventory, row.zone, row.fault_kind)
         payload = {
             "incident_id": row.id, "target": row.target, "zone": row.zone,
             "fault_kind": row.fault_kind, "severity": row.severity, "summary": row.summary,
             "onset_at": row.onset_at.isoformat(), "detected_at": row.detected_at.isoformat(),
-            "parent_incident_id": parent_id,
+            "parent_incident_id": parent_id, "runbook": labels["floorwatch.runbook"],
+            "policy": labels["floorwatch.policy"],
         }
         if decision.suppressed_by is not None:
             outcome.suppressed.append(payload)
@@ -133,7 +150,8 @@ def apply_decisions(
             outcome.opened.append(payload)
             event = OPENED
         if emit:
-            emit_event(event=event, resource=target_resource(row.target), payload=payload)
+            emit_event(event=event, resource=target_resource(row.target) | labels,
+                       payload=payload)
     for resolution in decisions.resolves:
         row = store.set_incident_state(
             resolution.incident_id, "resolved", at=now, recovered_at=resolution.recovered_at,
@@ -162,7 +180,7 @@ def detect_incidents(inventory: Inventory, targets: Sequence[str]) -> dict[str, 
         )
         unresolved = [_as_open(r) for r in store.unresolved_incidents()]
         decisions = detect(inventory, history, unresolved, now, config)
-        outcome = apply_decisions(store, decisions, now)
+        outcome = apply_decisions(store, decisions, now, inventory=inventory)
     logger = get_run_logger()
     for payload in outcome.opened:
         logger.warning("incident #%s opened: %s", payload["incident_id"], payload["summary"])

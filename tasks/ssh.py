@@ -235,29 +235,42 @@ class RemoteShell:
                 look_for_keys=False,
                 allow_agent=False,
             )
-        except BaseException as exc:  # closed, then translated or re-raised
+        except BaseException as exc:
             client.close()
-            if expired.is_set() or _timed_out(exc):
-                raise ProbeTimeout(
-                    self.name, f"SSH to {self.endpoint} did not connect within {budget:g} s"
-                ) from exc
-            self._raise_connect_error(exc, expected)
+            # anything a closed-under-it paramiko raises after the watchdog is a timeout
+            if isinstance(exc, paramiko.SSHException | OSError | EOFError) or (
+                expired.is_set() and isinstance(exc, Exception)
+            ):
+                self._raise_connect_error(exc, expected, budget, timed_out=expired.is_set())
+            raise
         finally:
             watchdog.cancel()
+        if expired.is_set():  # the watchdog fired just as the login finished
+            client.close()
+            raise ProbeTimeout(
+                self.name, f"SSH to {self.endpoint} did not connect within {budget:g} s"
+            )
         with self._lock:
             if self._closed:  # closed by another thread while connecting: do not leak it
                 client.close()
                 raise ConnectError(self.name, f"SSH connection to {self.endpoint} was closed")
             self._client = client
 
-    def _raise_connect_error(self, exc: BaseException, expected: paramiko.PKey) -> NoReturn:
+    def _raise_connect_error(
+        self, exc: BaseException, expected: paramiko.PKey, budget: float, *, timed_out: bool
+    ) -> NoReturn:
         """Translate a paramiko/socket error from connect into the Floorwatch error tree."""
         where = self.endpoint
+        # a wrong host key wins over everything else: it is a security event
         if isinstance(exc, paramiko.BadHostKeyException | _UnpinnedHostKey):
             raise HostKeyMismatch(
                 self.name,
                 f"host key mismatch at {where}: the server presented {exc.key.get_name()} "
                 f"{exc.key.fingerprint}, pinned is {expected.get_name()} {expected.fingerprint}",
+            ) from exc
+        if timed_out or _timed_out(exc):
+            raise ProbeTimeout(
+                self.name, f"SSH to {where} did not connect within {budget:g} s"
             ) from exc
         if isinstance(exc, paramiko.AuthenticationException):
             raise ConnectError(

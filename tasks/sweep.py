@@ -27,6 +27,7 @@ import logging
 import math
 import multiprocessing
 import os
+import pkgutil
 import resource
 import signal
 import threading
@@ -52,8 +53,9 @@ DEFAULT_CONCURRENCY = 500
 # From this many HTTP checks a sweep is sharded over worker processes. Below it one core
 # finishes within about a second and the hand-over to workers would not pay for itself.
 SHARD_THRESHOLD = 2000
-# Modules the forkserver imports once, so that every worker forked from it starts warm.
-PRELOAD = ("tasks.sweep", "tasks.probes", "tasks.probes.http")
+# Modules the forkserver imports once, so that every worker forked from it starts warm:
+# this one and every probe module (``run_probe`` imports them all on its first call).
+PRELOAD_BASE = ("tasks.sweep", "tasks.probes")
 # Slack on top of the computed bound of a shard: process hand-over, pickling, and (cold)
 # the workers' start.
 SHARD_SLACK_S = 10.0
@@ -110,9 +112,17 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     # them), which a plain fork would copy mid-flight. The preload makes each fork warm.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(PRELOAD))
+        context.set_forkserver_preload(preload_modules())
         return context
     return multiprocessing.get_context("spawn")
+
+
+def preload_modules() -> list[str]:
+    """The modules sweep workers need: the sweep, the probe registry and each probe."""
+    import tasks.probes
+
+    found = pkgutil.iter_modules(tasks.probes.__path__, prefix="tasks.probes.")
+    return [*PRELOAD_BASE, *sorted(module.name for module in found)]
 
 
 def _worker_init() -> None:

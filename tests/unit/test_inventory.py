@@ -272,6 +272,31 @@ def test_relative_device_paths_resolve_against_the_inventory_folder(tmp_path: Pa
     assert elsewhere.target("t01").connection.device == str(tmp_path / "other/dev/t01.console")
 
 
+def test_terminal_config_file_resolves_against_the_inventory_folder(tmp_path: Path) -> None:
+    """A terminal's config_file joins the file's folder like a device; other kinds refuse it."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    path = folder / "inventory.yaml"
+    path.write_text(HEAD + textwrap.indent(textwrap.dedent("""\
+        - name: t01
+          kind: terminal
+          connection: {device: /dev/ttyS0, config_file: conf/t01.conf}
+        - {name: t02, kind: terminal, connection: {device: /dev/ttyS1, config_file: /etc/t.conf}}
+        - {name: t03, kind: terminal, connection: {device: /dev/ttyS2}}
+        """), "      "))
+    inventory = load_inventory(path)
+    assert inventory.target("t01").connection.config_file == folder / "conf" / "t01.conf"
+    assert inventory.target("t02").connection.config_file == Path("/etc/t.conf")
+    assert inventory.target("t03").connection.config_file is None
+    text = HEAD + """\
+      - {name: p1, kind: printer, connection: {device: /dev/ttyS3, config_file: p.conf}}
+"""
+    assert problems(text) == [
+        "inventory.yaml:8 zones[0].targets[0].connection.config_file: not used by kind printer "
+        "(it uses: device, baud, protocol, block)",
+    ]
+
+
 def test_missing_file_is_one_problem_naming_the_path_as_given(tmp_path: Path) -> None:
     """A file that cannot be read is an InventoryError with a single problem."""
     missing = tmp_path / "nowhere.yaml"

@@ -1,0 +1,172 @@
+"""The runbook frame's guard rails, on real runbook runs against the sandbox and a real
+Prefect server: one runbook per target, the remediation budget, approval and policy."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from floorwatch.results import now_utc
+from floorwatch.store import Store
+from sandbox.control import Sandbox
+
+TARGET = "app-primary-game-engine"
+
+
+def _incident(store_url: str, fault: str = "service_down") -> int:
+    with Store(store_url) as s:
+        now = now_utc()
+        return s.open_incident(target=TARGET, zone="online-core", fault_kind=fault,
+                               severity="critical", summary=f"{TARGET} {fault}",
+                               onset_at=now - timedelta(seconds=5), detected_at=now).id
+
+
+def _with_policy(runbook_env: dict[str, Any], policy: str, monkeypatch: pytest.MonkeyPatch,
+                 tmp_path: Path) -> None:
+    """Point FLOORWATCH_INVENTORY at a copy whose service_down policy is ``policy``."""
+    document = yaml.safe_load(Path(runbook_env["inventory"]).read_text())
+    document["remediation"]["service_down"]["policy"] = policy
+    path = tmp_path / f"inventory-{policy}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setenv("FLOORWATCH_INVENTORY", str(path))
+
+
+async def test_two_runbooks_on_one_target_only_one_acts(
+    runbook_env: dict[str, Any], sandbox_platform: Sandbox,
+) -> None:
+    """Started together on one target, one restarts the service; the other, unable to take
+    the target's lock within its timeout, ends as target_busy and acts on nothing."""
+    from runbooks.restart_service import restart_service
+
+    sandbox_platform.inject("service_crash", "app-primary")
+    reports = await asyncio.gather(
+        restart_service(target=TARGET, requested_by="alice", lock_timeout_s=0.5),
+        restart_service(target=TARGET, requested_by="bob", lock_timeout_s=0.5),
+    )
+    outcomes = sorted(r["outcome"] for r in reports)
+    assert outcomes == ["resolved", "target_busy"], reports
+    busy = next(r for r in reports if r["outcome"] == "target_busy")
+    assert "busy" in busy["reason"]
+    with Store(runbook_env["store_url"]) as s:
+        restarts = s.count_automatic_actions(TARGET, since=now_utc() - timedelta(minutes=5))
+    assert restarts == 0  # people acted, not automation
+
+
+async def test_spent_budget_escalates_instead_of_acting(
+    runbook_env: dict[str, Any], sandbox_platform: Sandbox,
+) -> None:
+    """With 3 automatic actions on the target in the last hour, automation escalates."""
+    from runbooks.restart_service import restart_service
+
+    sandbox_platform.inject("service_crash", "app-primary")
+    with Store(runbook_env["store_url"]) as s:
+        for minutes in (10, 20, 30):
+            s.record_action(runbook="restart_service", step="restart-service",
+                            outcome="succeeded", target=TARGET, automatic=True,
+                            started_at=now_utc() - timedelta(minutes=minutes))
+    incident_id = _incident(runbook_env["store_url"])
+    report = await restart_service(target=TARGET, incident_id=incident_id,
+                                   requested_by="automation")
+    assert report["outcome"] == "escalated"
+    assert "budget spent" in report["reason"]
+    assert sandbox_platform.status()["active_faults"].get("app-primary") == ["service_crash"]
+    with Store(runbook_env["store_url"]) as s:
+        assert s.get_incident(incident_id).state == "escalated"
+        assert [a["step"] for a in s.actions_of(incident_id)] == ["escalate"]
+
+
+async def test_manual_policy_is_not_run_by_automation(
+    runbook_env: dict[str, Any], sandbox_platform: Sandbox, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A manual policy: a triggered run diagnoses and escalates; it does not restart."""
+    from runbooks.restart_service import restart_service
+
+    _with_policy(runbook_env, "manual", monkeypatch, tmp_path)
+    sandbox_platform.inject("service_crash", "app-primary")
+    report = await restart_service(target=TARGET, incident_id=_incident(runbook_env["store_url"]),
+                                   requested_by="automation")
+    assert report["outcome"] == "escalated"
+    assert "policy is manual" in report["reason"]
+    assert sandbox_platform.status()["active_faults"].get("app-primary") == ["service_crash"]
+
+
+async def _paused_run(client: Any, name: str = "restart-service") -> Any:
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    for _ in range(120):
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            ),
+        )
+        if runs:
+            return runs[0]
+        await asyncio.sleep(0.25)
+    raise AssertionError("the runbook never paused for approval")
+
+
+@pytest.mark.parametrize(("approve", "outcome"), [(True, "resolved"), (False, "escalated")])
+async def test_approval_through_the_prefect_api(
+    runbook_env: dict[str, Any], sandbox_platform: Sandbox, prefect_client: Any,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, approve: bool, outcome: str,
+) -> None:
+    """Policy approval pauses the run with a form; approving through the API continues it,
+    rejecting escalates with the reason."""
+    from prefect.flow_runs import aresume_flow_run
+
+    from runbooks.restart_service import restart_service
+
+    _with_policy(runbook_env, "approval", monkeypatch, tmp_path)
+    sandbox_platform.inject("service_crash", "app-primary")
+    incident_id = _incident(runbook_env["store_url"])
+    run = asyncio.create_task(restart_service(
+        target=TARGET, incident_id=incident_id, requested_by="automation",
+        approval_timeout_s=60,
+    ))
+    paused = await _paused_run(prefect_client)
+    await aresume_flow_run(paused.id, run_input={
+        "approve": approve, "approver": "carol", "reason": "checked the diagnosis",
+    })
+    report = await asyncio.wait_for(run, 90)
+    assert report["outcome"] == outcome, report
+    with Store(runbook_env["store_url"]) as s:
+        kinds = [e.kind for e in s.events(incident_id)]
+        state = s.get_incident(incident_id).state
+    assert "approval_requested" in kinds
+    if approve:
+        assert "approved" in kinds
+        assert state == "resolved"
+    else:
+        assert "rejected by carol" in report["reason"]
+        assert state == "escalated"
+        assert sandbox_platform.status()["active_faults"].get("app-primary") == ["service_crash"]
+
+
+async def test_approval_timeout_escalates(
+    runbook_env: dict[str, Any], sandbox_platform: Sandbox, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Nobody answers within the approval timeout: the incident is escalated, nothing done."""
+    from runbooks.restart_service import restart_service
+
+    _with_policy(runbook_env, "approval", monkeypatch, tmp_path)
+    sandbox_platform.inject("service_crash", "app-primary")
+    report = await restart_service(target=TARGET, incident_id=_incident(runbook_env["store_url"]),
+                                   requested_by="automation", approval_timeout_s=2)
+    assert report["outcome"] == "escalated"
+    assert "no approval within 2 s" in report["reason"]
+    assert sandbox_platform.status()["active_faults"].get("app-primary") == ["service_crash"]
