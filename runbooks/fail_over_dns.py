@@ -70,8 +70,7 @@ def switch_record_step(
     was = ", ".join(previous) or "(no records)"
     new = ", ".join(values)
 
-    def put(wanted: list[str]) -> list[str]:
-        updater.replace(record, rdtype, wanted, ttl)
+    def check(wanted: list[str]) -> list[str]:
         answer = updater.query(record, rdtype)
         if not same_answer(rdtype, answer, wanted):
             raise CommandFailed(
@@ -81,19 +80,26 @@ def switch_record_step(
         return answer
 
     def act() -> str:
+        updater.replace(record, rdtype, values, ttl)
         try:
-            answer = put(values)
-        except CommandFailed:
-            # The update went through but the answer is wrong: Prefect rolls back only steps
-            # that completed, so this one undoes itself before it fails.
+            answer = check(values)
+        except AdapterError as exc:
+            # The update went through but is not proven: Prefect rolls back only steps that
+            # completed, so this one undoes itself before it fails.
             if previous:
-                updater.replace(record, rdtype, previous, ttl)
+                try:
+                    updater.replace(record, rdtype, previous, ttl)
+                except AdapterError as undo:
+                    raise CommandFailed(
+                        target.name, f"{exc}; restoring {was} failed too: {undo}"
+                    ) from exc
             raise
         return (f"{record} {rdtype} at {updater.server}: {was} -> {', '.join(answer)} "
                 f"(authoritative answer checked)")
 
     def rollback() -> str:
-        answer = put(previous)
+        updater.replace(record, rdtype, previous, ttl)
+        answer = check(previous)
         return f"{record} {rdtype} at {updater.server} restored to {', '.join(answer)}"
 
     return Step(
