@@ -191,16 +191,31 @@ async def httpx_loop(urls: list[str], concurrency: int, timeout: float) -> int:
     return sum(answers)
 
 
-def timed(label: str, work: Callable[[], Awaitable[int]], expected: int) -> float:
-    """Run ``work`` to completion (bounded); print and return its seconds."""
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by this process and by the processes ``pids``."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def timed(label: str, work: Callable[[], Awaitable[int]], expected: int) -> tuple[float, float]:
+    """Run ``work`` to completion (bounded); print and return its seconds and CPU seconds
+    (this process and the sweep workers: on a shared machine, the steadier figure)."""
+    pids = worker_pids()
+    cpu = cpu_seconds(pids)
     began = time.perf_counter()
     good = asyncio.run(asyncio.wait_for(work(), PHASE_LIMIT_S))
     seconds = time.perf_counter() - began
+    cpu = cpu_seconds(pids) - cpu
     print(f"{label:<28} {seconds:7.3f} s  {expected / seconds:7.0f} probes/s  "
-          f"{good}/{expected} ok")
+          f"cpu {cpu:6.2f} s  {good}/{expected} ok")
     if good != expected:
         print(f"  warning: {expected - good} probes failed")
-    return seconds
+    return seconds, cpu
 
 
 def peak_rss_mb(workers: list[int]) -> dict[str, float]:
@@ -231,6 +246,8 @@ def main() -> None:
     print(f"targets {args.targets}, concurrency {args.concurrency}, nginx {args.ports} ports "
           f"x {args.nginx_workers} workers, {os.cpu_count()} CPUs, RLIMIT_NOFILE {fd_limit}")
     n = args.targets
+    # Other work on the machine slows every figure; the load average says how much.
+    load_before = round(os.getloadavg()[0], 2)
     try:
         with nginx(args.ports, args.nginx_workers) as base:
             targets = make_targets(n, base, args.ports, args.timeout)
@@ -249,13 +266,15 @@ def main() -> None:
                 assert [r.target for r in results] == [t.name for t in targets]
                 return sum(result.ok for result in results)
 
-            sweep_s = timed("floorwatch sweep", sweep, n)
-            again_s = timed("floorwatch sweep, again", sweep, n)
+            sweep_s, sweep_cpu = timed("floorwatch sweep", sweep, n)
+            again_s, _ = timed("floorwatch sweep, again", sweep, n)
             pids = worker_pids()
-            aiohttp_s = timed("bare aiohttp", lambda: aiohttp_loop(urls, args.concurrency,
-                                                                   args.timeout), n)
-            httpx_s = timed("bare httpx", lambda: httpx_loop(urls, args.concurrency,
-                                                             args.timeout), n)
+            aiohttp_s, aiohttp_cpu = timed(
+                "bare aiohttp", lambda: aiohttp_loop(urls, args.concurrency, args.timeout), n
+            )
+            httpx_s, httpx_cpu = timed(
+                "bare httpx", lambda: httpx_loop(urls, args.concurrency, args.timeout), n
+            )
             rss = peak_rss_mb(pids)
             total_s = time.perf_counter() - began
     finally:
@@ -274,6 +293,10 @@ def main() -> None:
         "workers_start_s": round(start_s, 3),
         "workers": len(pids),
         "concurrency": args.concurrency,
+        "cpu_us_per_probe": {"sweep": round(sweep_cpu / n * 1e6),
+                             "aiohttp": round(aiohttp_cpu / n * 1e6),
+                             "httpx": round(httpx_cpu / n * 1e6)},
+        "load_avg": [round(os.getloadavg()[0], 2), load_before],
     }))
 
 

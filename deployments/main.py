@@ -30,6 +30,9 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
     print(f"inventory {inventory_path}: {len(inventory.targets())} targets "
           f"in {len(inventory.zones)} zones")
 
+    # Flow runs started by the runner inherit these: the same store, home and inventory.
+    os.environ["FLOORWATCH_HOME"] = str(HOME.resolve())
+    os.environ["FLOORWATCH_INVENTORY"] = str(inventory_path.resolve())
     url = store.database_url()
     revision = store.upgrade(url)
     print(f"store {store.db_info(url)['url']} at revision {revision}")

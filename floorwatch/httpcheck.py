@@ -175,7 +175,7 @@ def _check_body(body: bytes, probe: HttpProbe, values: dict[str, Any]) -> list[s
     if not found:
         problems.append(f"{expect.json_path} is missing from the JSON body")
         return problems
-    values["json_value"] = value if _is_scalar(value) else _quote(json.dumps(value).encode())
+    values["json_value"] = _kept(value)
     if expect.json_equals is not None and not _same_json(value, expect.json_equals):
         problems.append(
             f"{expect.json_path} is {json.dumps(value)[:_QUOTE_CHARS]} "
@@ -209,8 +209,15 @@ def _same_json(value: Any, expected: Any) -> bool:
     return type(value) is type(expected) and bool(value == expected)
 
 
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
+def _kept(value: Any) -> Any:
+    """The checked value as a result keeps it: numbers and short text as they are, long
+    text and containers shortened, so one odd answer cannot bloat the store."""
+    if value is None or isinstance(value, int | float | bool):
+        return value
+    if isinstance(value, str) and len(value) <= _QUOTE_CHARS:
+        return value
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:_QUOTE_CHARS] + ("…" if len(text) > _QUOTE_CHARS else "")
 
 
 def _quote(body: bytes) -> str:

@@ -172,8 +172,12 @@ async def server_evidence(
             except AdapterError as exc:
                 return unavailable(exc)
 
+    # the inventory says where the server is; the block how to log in (as the ssh probe does)
+    address = server.connection.host or host.host
+    port = server.connection.port or host.port
     try:
-        async with open_shell(host, name=server.name, timeout=timeout) as shell:
+        async with open_shell(host, name=server.name, address=address, port=port,
+                              timeout=timeout) as shell:
             ran = await asyncio.gather(*(run(shell, c) for c in commands.values()))
     except AdapterError as exc:  # no connection: every piece over it is unavailable
         reason = unavailable(exc)
@@ -336,7 +340,7 @@ async def kind_evidence(ctx: RunContext, budget: _Budget) -> dict[str, Any]:
     found = await _piece("SSH evidence", over_ssh(), 2 * budget.piece() + 2)
     if isinstance(found, str):
         return {"server": server.name, **{piece: found for piece in SSH_PIECES}}
-    return found
+    return dict(found)
 
 
 async def diagnose(ctx: RunContext) -> Diagnosis:
@@ -474,8 +478,7 @@ def render_evidence(evidence: dict[str, Any]) -> str:
             lines += ["", f"### {title}", ""]
             lines += ([value] if isinstance(value, str) else ["```", *value, "```"])
     for key, title in (("console", "Console"), ("cash_device", "Device status"),
-                       ("dns", "DNS answers"), ("database", "Database"),
-                       ("financial", "Affected bets, rounds and payments")):
+                       ("dns", "DNS answers"), ("database", "Database")):
         value = evidence.get(key)
         if value is None:
             continue
@@ -484,7 +487,32 @@ def render_evidence(evidence: dict[str, Any]) -> str:
             lines += [f"- {k}: {_short(v)}" for k, v in value.items()]
         else:
             lines.append(str(value))
+    lines += _render_financial(evidence.get("financial"))
     return "\n".join(lines).strip() + "\n" if lines else ""
+
+
+_FINANCIAL_COLUMNS = (
+    ("stuck_bets", ("id", "round_id", "amount_cents", "placed_at", "age_minutes")),
+    ("mismatched_rounds", ("id", "provider", "game", "ended_at", "total_payout_cents",
+                           "bets_payout_cents", "difference_cents")),
+    ("stuck_payments", ("id", "kind", "provider", "amount_cents", "created_at", "age_minutes")),
+)
+
+
+def _render_financial(money: dict[str, Any] | str | None) -> list[str]:
+    if money is None:
+        return []
+    lines = ["", "### Affected bets, rounds and payments", ""]
+    if isinstance(money, str):
+        return [*lines, money]
+    lines.append(describe_affected(money))
+    for key, columns in _FINANCIAL_COLUMNS:
+        rows = money.get(key) or []
+        if rows:
+            lines += ["", f"{key.replace('_', ' ')}:", "", f"| {' | '.join(columns)} |",
+                      "|" + "---|" * len(columns)]
+            lines += [f"| {' | '.join(str(row[c]) for c in columns)} |" for row in rows]
+    return lines
 
 
 def _short(value: Any) -> str:

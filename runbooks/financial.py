@@ -157,9 +157,11 @@ def escalation_reason(ctx: RunContext, diagnosis: Diagnosis) -> str:
     """Why a financial run hands the incident to people, with the affected rows."""
     fault = (ctx.incident.fault_kind if ctx.incident is not None
              else ", ".join(financial_faults_seen(diagnosis)))
+    affected = describe_affected(diagnosis.evidence.get("financial"))
+    # the summary names the affected rows too: say them once, first
+    rest = diagnosis.summary.replace(f"; {affected}", "")
     return (f"financial fault {fault} on {ctx.target.name} is never corrected automatically; "
-            f"affected: {describe_affected(diagnosis.evidence.get('financial'))}. "
-            f"Diagnosis: {diagnosis.summary}")
+            f"affected: {affected}. Diagnosis: {rest}")
 
 
 async def planner(ctx: RunContext, diagnosis: Diagnosis) -> Plan:

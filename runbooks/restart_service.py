@@ -50,7 +50,9 @@ def restart_step(host: SshHost, server: Target, service: str) -> Step:
     status = f"{host.service_command} status {shlex.quote(service)}"
 
     def act() -> str:
-        with RemoteShell(host, name=server.name) as shell:
+        # The inventory says where the server is; the block says how to log in.
+        with RemoteShell(host, name=server.name, address=server.connection.host,
+                         port=server.connection.port) as shell:
             result = shell.run(command, COMMAND_TIMEOUT_S)
             if result.exit_code != 0:
                 raise CommandFailed(server.name, f"`{command}` exited {result.exit_code}: "

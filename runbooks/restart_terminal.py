@@ -49,6 +49,7 @@ COMMAND_TIMEOUT_S = 2.0  # a console or validator answers a command in milliseco
 STATUS_TIMEOUT_S = 1.0  # one STATUS while waiting for a boot; silence is retried
 # The heartbeat counts whole seconds: samples this far apart must differ on a live terminal.
 SAMPLE_GAP_S = 1.1
+BOOT_POLL_S = 0.5  # STATUS interval while the console is silent or booting
 DEFAULT_BOOT_TIMEOUT_S = 120.0  # a real terminal boots in one to two minutes
 RESET_SETTLE_S = 5.0  # a validator answers polls again within a second or two of a reset
 POLL_TIMEOUT_S = 0.5
@@ -151,8 +152,11 @@ def wait_until_back(
             progress = boot_progress(previous, current, expected_hash)
             if progress is None:
                 return current, time.monotonic() - started
-            previous, missing = current, progress
-        time.sleep(max(0.0, min(SAMPLE_GAP_S, deadline - time.monotonic())))
+            previous = None if current.state == "booting" else current
+            missing = progress
+        # Once it is up, the next sample must be far enough apart to see the heartbeat move.
+        pause = BOOT_POLL_S if previous is None else SAMPLE_GAP_S
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
     raise ProbeTimeout(line.target,
                        f"not back within {timeout_s:g} s of REBOOT: still waiting for {missing}")
 
@@ -236,8 +240,12 @@ def reset_step(target: Target) -> Step:
 
 
 # -- printers ---------------------------------------------------------------------------------
-def printer_escalation(target: str, probes_now: list[dict[str, Any]]) -> str | None:
-    """Why a person must attend to the printer (from the fresh probes); None if it passes."""
+def printer_escalation(target: str, probes_now: list[dict[str, Any]] | str) -> str | None:
+    """Why a person must attend to the printer (from the diagnosis's fresh probes, or the
+    reason they could not run); None if it passes."""
+    if isinstance(probes_now, str):
+        return (f"{target}: its state could not be read ({probes_now}): a person must attend "
+                "to the printer")
     failing = [r for r in probes_now if not r.get("ok")]
     if not failing:
         return None
@@ -254,6 +262,8 @@ def printer_escalation(target: str, probes_now: list[dict[str, Any]]) -> str | N
 def restart_plan(target: Target, diagnosis: Diagnosis, boot_timeout_s: float) -> Plan:
     """The plan for ``target``, by kind; FloorwatchError for a target that is no hall device."""
     if target.kind == TargetKind.TERMINAL:
+        if boot_timeout_s <= 0:
+            raise FloorwatchError(f"boot_timeout_s must be positive, got {boot_timeout_s:g}")
         return Plan(steps=[reboot_step(target, boot_timeout_s)])
     if target.kind == TargetKind.BILL_ACCEPTOR:
         return Plan(steps=[reset_step(target)])

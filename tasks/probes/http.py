@@ -1,11 +1,13 @@
 """HTTP probe: GET the target's URL (or ``probe.path`` on its origin) over a fresh, verified
 connection, and check the answer with ``floorwatch.httpcheck``.
 
-The client is aiohttp, chosen by measurement (``bench/sweep.py``, 10,000 targets on
-loopback, a fresh connection per probe): a bare aiohttp loop does about 2,300 probes/s in
-one process, httpx about 1,000/s (its async stack, anyio and httpcore, costs roughly twice
-the CPU per request). A sweep is CPU-bound on the client side, so the transport sets its
-duration; httpx stays the client where throughput does not matter (chat, runbooks).
+The client is aiohttp, chosen by measurement (``bench/sweep.py``: 10,000 targets served by
+nginx on loopback, a fresh connection per probe, 2 cores): a bare aiohttp loop spends about
+410 µs of CPU per probe, a bare httpx loop about 1,400 µs (its anyio/httpcore stack), so
+aiohttp does about 2,300 probes/s on one core and httpx 500-1,100/s. A sweep is CPU-bound
+on the client side, so the transport sets its duration; the whole Floorwatch probe (this
+module, ``run_probe``, result models) adds only a few percent to bare aiohttp. httpx stays
+the client where throughput does not matter (chat, runbooks, the sandbox).
 
 Every probe opens its own connection (``force_close``): a probe answers "can a client reach
 this service now", which a kept-alive connection would answer for a service whose listening
@@ -175,8 +177,10 @@ async def fetch(
     except (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError, ssl.SSLError) as exc:
         raise ConnectError(name, f"TLS handshake with {where} failed: {_reason(exc)}") from exc
     except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            raise ConnectError(name, f"cannot connect to {where}: connection refused") from exc
         reason = exc.os_error.strerror or str(exc.os_error)
-        raise ConnectError(name, f"cannot connect to {where}: {reason}") from exc
+        raise ConnectError(name, f"cannot connect to {where}: {_short(reason)}") from exc
     except aiohttp.ServerDisconnectedError as exc:
         raise ConnectError(name, f"{where} closed the connection without answering") from exc
     except aiohttp.ClientOSError as exc:  # a reset in mid-answer
@@ -184,7 +188,9 @@ async def fetch(
     except aiohttp.InvalidURL as exc:
         raise AdapterError(name, f"invalid URL for {where}") from exc
     except aiohttp.ClientResponseError as exc:  # not HTTP, or HTTP aiohttp cannot parse
-        raise ProtocolError(name, f"{where} answered malformed HTTP: {exc.message}") from exc
+        raise ProtocolError(
+            name, f"{where} answered malformed HTTP: {_short(str(exc.message))}"
+        ) from exc
     except aiohttp.ClientPayloadError as exc:
         raise ProtocolError(name, f"{where} cut its answer short: {_reason(exc)}") from exc
     except aiohttp.ClientError as exc:
@@ -195,7 +201,15 @@ async def fetch(
 
 
 def _reason(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return _short(str(exc)) or type(exc).__name__
+
+
+def _short(text: str, limit: int = 160) -> str:
+    """A library's message on one line: aiohttp's parser errors span several, with a caret
+    under the offending byte."""
+    words = [word for word in text.split() if word != "^"]
+    line = " ".join(words)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def bad_answer_fault(target: Target, probe: HttpProbe) -> FaultKind:

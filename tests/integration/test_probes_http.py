@@ -260,3 +260,17 @@ async def test_expected_body_text_missing_fails_with_the_text(http: Inventory) -
     result = await probe(target, expect=expect)
     assert result.faults == (FaultKind.API_INTEGRATION_ERROR,)
     assert "does not contain 'maintenance-mode'" in (result.error_message or "")
+
+
+async def test_answer_that_is_not_http_is_a_protocol_error(http: Inventory) -> None:
+    """An HTTP probe pointed at an SSH server gets its banner: a ProtocolError, bad answer."""
+    server = http.target("app-primary").connection
+    target = http.target(GATEWAY)
+    url = f"http://{server.host}:{server.port}/health"
+    moved = target.model_copy(
+        update={"connection": target.connection.model_copy(update={"url": url})}
+    )
+    result = await probe(moved)
+    assert result.faults == (FaultKind.API_INTEGRATION_ERROR,)
+    assert result.error_class == "ProtocolError"
+    assert "malformed HTTP" in (result.error_message or "")

@@ -224,3 +224,12 @@ def test_certificate_days_are_reported_without_a_threshold() -> None:
     verdict = evaluate(answer(cert_days=2.0), http_probe(), BAD)
     assert verdict.ok
     assert verdict.values["cert_days"] == 2.0
+
+
+def test_checked_containers_and_long_text_are_kept_short() -> None:
+    """A JSON object at json_path is kept as short JSON text; long text is cut."""
+    probe = http_probe(expect={"json_path": "$.v"})
+    kept = evaluate(answer({"v": {"a": [1, 2]}}), probe, BAD).values["json_value"]
+    assert kept == '{"a": [1, 2]}'
+    long = evaluate(answer({"v": "x" * 500}), probe, BAD).values["json_value"]
+    assert long == "x" * 80 + "…"
