@@ -99,9 +99,28 @@ def _accepts(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
+def descendants(root: int) -> list[int]:
+    """Process ids of every descendant of ``root`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
 @contextlib.contextmanager
-def nginx(ports: int, workers: int) -> Iterator[int]:
-    """nginx listening on ``ports`` consecutive loopback ports; yields the first port."""
+def nginx(ports: int, workers: int) -> Iterator[tuple[int, int]]:
+    """nginx listening on ``ports`` consecutive loopback ports; yields the first port and
+    the id of the process that runs it."""
     base = free_base_port(span=ports, start=30000)
     with tempfile.TemporaryDirectory(prefix="floorwatch-bench-nginx-") as tmp:
         prefix = Path(tmp)
@@ -117,7 +136,7 @@ def nginx(ports: int, workers: int) -> Iterator[int]:
                     log = (prefix / "error.log").read_text(errors="replace")[-2000:]
                     raise SystemExit(f"nginx did not start (exit {proc.poll()}):\n{log}")
                 time.sleep(0.05)
-            yield base
+            yield base, proc.pid
         finally:
             proc.terminate()
             try:
@@ -202,17 +221,21 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def timed(label: str, work: Callable[[], Awaitable[int]], expected: int) -> tuple[float, float]:
+def timed(
+    label: str, work: Callable[[], Awaitable[int]], expected: int, server: list[int]
+) -> tuple[float, float]:
     """Run ``work`` to completion (bounded); print and return its seconds and CPU seconds
-    (this process and the sweep workers: on a shared machine, the steadier figure)."""
+    (this process and the sweep workers: on a shared machine, the steadier figure), with
+    the CPU the ``server`` processes (nginx) spent meanwhile."""
     pids = worker_pids()
-    cpu = cpu_seconds(pids)
+    cpu, served = cpu_seconds(pids), cpu_seconds(server) - time.process_time()
     began = time.perf_counter()
     good = asyncio.run(asyncio.wait_for(work(), PHASE_LIMIT_S))
     seconds = time.perf_counter() - began
     cpu = cpu_seconds(pids) - cpu
-    print(f"{label:<28} {seconds:7.3f} s  {expected / seconds:7.0f} probes/s  "
-          f"cpu {cpu:6.2f} s  {good}/{expected} ok")
+    served = cpu_seconds(server) - time.process_time() - served
+    print(f"{label:<26} {seconds:6.3f} s {expected / seconds:6.0f} probes/s  "
+          f"cpu {cpu:5.2f} s (nginx {served:4.2f} s)  {good}/{expected} ok")
     if good != expected:
         print(f"  warning: {expected - good} probes failed")
     return seconds, cpu
@@ -249,7 +272,8 @@ def main() -> None:
     # Other work on the machine slows every figure; the load average says how much.
     load_before = round(os.getloadavg()[0], 2)
     try:
-        with nginx(args.ports, args.nginx_workers) as base:
+        with nginx(args.ports, args.nginx_workers) as (base, nginx_pid):
+            server = descendants(nginx_pid)
             targets = make_targets(n, base, args.ports, args.timeout)
             checks = [(target, target.probes[0]) for target in targets]
             urls = [str(target.connection.url) for target in targets]
@@ -266,14 +290,16 @@ def main() -> None:
                 assert [r.target for r in results] == [t.name for t in targets]
                 return sum(result.ok for result in results)
 
-            sweep_s, sweep_cpu = timed("floorwatch sweep", sweep, n)
-            again_s, _ = timed("floorwatch sweep, again", sweep, n)
+            sweep_s, sweep_cpu = timed("floorwatch sweep", sweep, n, server)
+            again_s, _ = timed("floorwatch sweep, again", sweep, n, server)
             pids = worker_pids()
             aiohttp_s, aiohttp_cpu = timed(
-                "bare aiohttp", lambda: aiohttp_loop(urls, args.concurrency, args.timeout), n
+                "bare aiohttp",
+                lambda: aiohttp_loop(urls, args.concurrency, args.timeout), n, server,
             )
             httpx_s, httpx_cpu = timed(
-                "bare httpx", lambda: httpx_loop(urls, args.concurrency, args.timeout), n
+                "bare httpx",
+                lambda: httpx_loop(urls, args.concurrency, args.timeout), n, server,
             )
             rss = peak_rss_mb(pids)
             total_s = time.perf_counter() - began

@@ -214,8 +214,13 @@ async def terminal_evidence(target: Target, timeout: float = PIECE_TIMEOUT_S) ->
     """The terminal's console STATUS and VERSION, each on its own."""
     terminal = Console.for_target(target)
     status = await _piece("STATUS", terminal.status(timeout=timeout), timeout + 1)
-    version = await _piece("VERSION", terminal.command(console.VERSION, timeout=timeout),
-                           timeout + 1)
+    if is_unavailable(status):
+        # A terminal that did not answer STATUS will not answer VERSION either: don't wait
+        # a second timeout on a silent line.
+        version: Any = unavailable("not asked: STATUS got no answer")
+    else:
+        version = await _piece("VERSION", terminal.command(console.VERSION, timeout=timeout),
+                               timeout + 1)
     return {"console": {
         "status": status if isinstance(status, str) else status.to_fields(),
         "version": version,

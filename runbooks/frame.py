@@ -36,7 +36,7 @@ from prefect.input import RunInput
 from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
-from floorwatch.catalogue import Policy, RunbookName
+from floorwatch.catalogue import FINANCIAL_FAULTS, Policy, RunbookName
 from floorwatch.errors import AdapterError, FloorwatchError, VerificationFailed
 from floorwatch.inventory import Inventory, Probe, Target
 from floorwatch.results import ProbeResult, now_utc
@@ -45,6 +45,7 @@ from tasks.inventory import cached_inventory
 from tasks.probes import ProbeContext, run_probe
 
 AUTOMATION = "automation"
+NOT_ACTIONS = frozenset({"diagnose", "escalate"})
 LOCK_PREFIX = "floorwatch-target-"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 DEFAULT_APPROVAL_TIMEOUT_S = 900
@@ -113,6 +114,7 @@ class Step:
 class Diagnosis:
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    details: str = ""  # markdown shown under the summary in the report
 
 
 @dataclass
@@ -157,7 +159,8 @@ class RunContext:
             incident_id=self.incident.id if self.incident else None,
             flow_run_id=self.flow_run_id, parameters=parameters or {}, output=output[:20000],
             evidence=evidence or {}, target=self.target.name,
-            automatic=self.automatic and outcome != "planned",
+            # Only actions on the platform spend the budget; looking and escalating do not.
+            automatic=self.automatic and outcome != "planned" and step not in NOT_ACTIONS,
         )
 
 
@@ -350,14 +353,26 @@ async def _locked(
                            f"in the last {budget.window} s (limit {budget.max_actions})")
             return
 
-    report.before = [r.model_dump(mode="json") for r in await probe_target(ctx)]
     diagnosis = await diagnose(ctx)
     report.diagnosis = diagnosis
+    # The diagnosis probes the target now; its results are the "before" evidence.
+    before = diagnosis.evidence.get("probes_now")
+    report.before = before if isinstance(before, list) else [
+        r.model_dump(mode="json") for r in await probe_target(ctx)
+    ]
     ctx.record("diagnose", "succeeded", started, output=diagnosis.summary,
                evidence=diagnosis.evidence)
     ctx.timeline("diagnosis", diagnosis.summary, {"evidence": diagnosis.evidence})
 
-    plan = await planner(ctx, diagnosis)
+    try:
+        plan = await planner(ctx, diagnosis)
+    except FloorwatchError as exc:  # e.g. a target this runbook cannot act on
+        await escalate(ctx, report, f"{ctx.runbook} cannot act on {ctx.target.name}: {exc}")
+        return
+    if plan.steps and ctx.incident is not None and ctx.incident.fault_kind in FINANCIAL_FAULTS:
+        # Money is never moved by a machine, whoever started the run.
+        plan = Plan(escalate=f"{ctx.incident.fault_kind} is a financial fault: "
+                    "people decide, automation only diagnoses")
     report.plan = [{"step": s.name, "summary": s.summary, "parameters": s.parameters,
                     "rollback": s.rollback_summary or None} for s in plan.steps]
     verify_targets = await resolve_verify_targets(ctx, plan)
@@ -366,7 +381,8 @@ async def _locked(
             ctx.record(step.name, "planned", now_utc(), output=step.summary,
                        parameters=step.parameters)
         report.outcome = Outcome.DRY_RUN
-        report.reason = "dry run: the plan above was not carried out"
+        report.reason = ("dry run: the plan above was not carried out"
+                         if not plan.escalate else f"dry run: would escalate: {plan.escalate}")
         ctx.timeline("dry_run", report.reason, {"plan": report.plan})
         return
     if plan.escalate:
@@ -409,7 +425,10 @@ async def _locked(
                 report.after = [r.model_dump(mode="json") for r in evidence]
     except (AdapterError, VerificationFailed) as exc:
         logger.error("%s failed on %s: %s; rolled back", ctx.runbook, ctx.target.name, exc)
-        ctx.timeline("rolled_back", f"{exc}; completed steps rolled back")
+        undoable = [s.name for s in plan.steps if s.rollback is not None]
+        ctx.timeline("failed", f"{exc}; " + (
+            f"rolled back what could be undone ({', '.join(undoable)})" if undoable
+            else "no step could be undone"))
         await escalate(ctx, report, f"{exc}")
         return
     recovered = min((datetime.fromisoformat(r["ts"]) for r in report.after), default=now_utc())
@@ -532,6 +551,8 @@ async def publish_report(ctx: RunContext, report: Report) -> None:
     ]
     if report.diagnosis:
         lines += ["", "## Diagnosis", "", report.diagnosis.summary]
+        if report.diagnosis.details:
+            lines += ["", report.diagnosis.details]
     if report.plan:
         lines += ["", "## Plan", "", "| step | action | rollback |", "|---|---|---|"]
         lines += [f"| {p['step']} | {p['summary']} | {p['rollback'] or '-'} |"
