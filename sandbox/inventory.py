@@ -18,6 +18,9 @@ from floorwatch.protocols.console import config_hash
 from sandbox import topology as t
 from sandbox.topology import Layout
 
+# Probe intervals are chosen for one 2-core machine running the whole demo: every sweep is
+# a Prefect flow run in its own process (about 2 s of CPU), so the demo makes about 18 runs
+# a minute. Production inventories choose their own; bench/recovery.py uses 5 s.
 HEADER = """\
 # Floorwatch inventory of the sandbox platform (the simulated gaming platform that
 # `floorwatch sandbox up` starts on 127.0.0.1). Rendered by sandbox/inventory.py for the
@@ -54,7 +57,7 @@ def _rel(path: Path, relative_to: Path | None) -> str:
 
 
 def _http_target(layout: Layout, name: str, kind: str, criticality: str,
-                 relative_to: Path | None, **extra: Any) -> dict[str, Any]:
+                 relative_to: Path | None, interval: int = 30, **extra: Any) -> dict[str, Any]:
     _, tls = t.HTTP_SERVICES[name]
     scheme = "https" if tls else "http"
     connection: dict[str, Any] = {"url": f"{scheme}://{t.HOST}:{layout.http_port(name)}/health"}
@@ -69,7 +72,7 @@ def _http_target(layout: Layout, name: str, kind: str, criticality: str,
         "criticality": criticality,
         "connection": connection,
         "probes": [{
-            "kind": "http", "interval": 10, "timeout": 3,
+            "kind": "http", "interval": interval, "timeout": 3,
             "expect": {"status": 200, "json_path": "$.status", "json_equals": "ok"},
             "thresholds": thresholds,
         }],
@@ -102,7 +105,7 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
                 **({"standby": "app-standby", "traffic_record": "gateway-dns"}
                    if server == "app-primary" else {}),
             },
-            "probes": [{"kind": "ssh_metrics", "interval": 30, "timeout": 10}],
+            "probes": [{"kind": "ssh_metrics", "interval": 60, "timeout": 10}],
         }
         for server in t.SERVERS
     ]
@@ -118,17 +121,17 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
                 "service": "game-engine",
             },
             "depends_on": [server],
-            "probes": [{"kind": "http", "interval": 5, "timeout": 2}],
+            "probes": [{"kind": "http", "interval": 15, "timeout": 2}],
         }
         for server, ports in t.SERVER_SERVICES.items()
     ]
     gamedb_url = "sqlite:///" + _rel(layout.dir / "gamedb" / "gamedb.sqlite", relative_to)
     online_core = [
-        _http_target(layout, "api-gateway", "http_service", "critical", relative_to,
+        _http_target(layout, "api-gateway", "http_service", "critical", relative_to, 15,
                      depends_on=["app-primary-game-engine"],
                      slo={"objective": 99.95, "window_days": 30}),
         _with_login_watch(
-            _http_target(layout, "user-service", "http_service", "high", relative_to)
+            _http_target(layout, "user-service", "http_service", "high", relative_to, 15)
         ),
         *servers,
         *engines,
@@ -137,7 +140,7 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
             "kind": "database",
             "criticality": "critical",
             "connection": {"url": gamedb_url},
-            "probes": [{"kind": "sql", "interval": 30, "timeout": 10}],
+            "probes": [{"kind": "sql", "interval": 60, "timeout": 10}],
         },
     ]
     dns_zone = [{
@@ -149,7 +152,7 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
             "record": t.DNS_GATEWAY_NAME, "rdtype": "A",
             "expected": list(t.DNS_PRIMARY_ADDRESSES), "backup": list(t.DNS_BACKUP_ADDRESSES),
         },
-        "probes": [{"kind": "dns", "interval": 10, "timeout": 2}],
+        "probes": [{"kind": "dns", "interval": 15, "timeout": 2}],
     }]
     hall: list[dict[str, Any]] = []
     for i in range(1, layout.terminals + 1):
@@ -160,7 +163,7 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
             "criticality": "medium",
             "connection": {"device": _rel(layout.device(terminal, "console"), relative_to),
                            "config_file": _rel(t.TERMINAL_CONFIG_FILE, relative_to)},
-            "probes": [{"kind": "terminal", "interval": 15, "timeout": 4,
+            "probes": [{"kind": "terminal", "interval": 30, "timeout": 4,
                         "expect": {"config_hash": config_hash(t.EXPECTED_CONFIG)}}],
         })
         for device, kind, role, extra in (
@@ -174,7 +177,7 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
                 "criticality": "low",
                 "connection": {"device": _rel(layout.device(device, role), relative_to), **extra},
                 "depends_on": [terminal],
-                "probes": [{"kind": kind, "interval": 30, "timeout": 3}],
+                "probes": [{"kind": kind, "interval": 60, "timeout": 3}],
             })
     return {
         "version": 1,

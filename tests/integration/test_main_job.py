@@ -72,6 +72,18 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(tmp_path: Path) 
             assert artifacts
             assert "35 targets" in artifacts[0]["data"]
 
+            # The schedules work: a sweep runs by itself (nothing answers: no sandbox here,
+            # so it records failures, and still completes).
+            def scheduled_sweep() -> list | None:  # type: ignore[type-arg]
+                runs = client.post("/flow_runs/filter", json={
+                    "flows": {"name": {"any_": ["sweep-zone"]}},
+                    "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+                    "limit": 1,
+                }).json()
+                return runs or None
+
+            _wait_for(scheduled_sweep, 90, "a scheduled sweep to complete")
+
         store = tmp_path / "home" / "floorwatch.db"
         assert store.exists()
     finally:
