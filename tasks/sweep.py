@@ -10,9 +10,9 @@ HTTP probes/s per core here), so from ``SHARD_THRESHOLD`` HTTP checks it is spli
 of worker processes, one per core (``run_sweep_sharded``), each running its own event loop
 and ``ProbeContext``. The rest of the checks run here meanwhile.
 
-The workers cost about 2.5 s to start (importing every probe module; ``load_all`` pulls in
-Prefect through the SSH probe's block), so the pool is created once, on first use or with
-``start_workers``, and kept for the life of the process. Workers fork from a forkserver
+Workers only run HTTP checks, so they import only the HTTP probe (not Prefect, paramiko or
+pyserial); the pool is still created once, on first use or with ``start_workers``, and kept
+for the life of the process. Workers fork from a forkserver
 that has those modules preloaded: a pool that is replaced (after a worker died) starts in
 about 0.1 s. Workers receive plain data (targets and probes as JSON, which each worker
 validates once and caches), never live objects.
@@ -28,7 +28,6 @@ import logging
 import math
 import multiprocessing
 import os
-import pkgutil
 import resource
 import signal
 import threading
@@ -44,7 +43,7 @@ from floorwatch.catalogue import ProbeKind
 from floorwatch.errors import FloorwatchError
 from floorwatch.inventory import AnyProbe, Probe, Target
 from floorwatch.results import ProbeResult
-from tasks.probes import TIMEOUT_GRACE_S, ProbeContext, load_all, run_probe
+from tasks.probes import PROBE_MODULES, TIMEOUT_GRACE_S, ProbeContext, probe_for, run_probe
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +119,8 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 
 def preload_modules() -> list[str]:
-    """The modules sweep workers need: the sweep, the probe registry and each probe."""
-    import tasks.probes
-
-    found = pkgutil.iter_modules(tasks.probes.__path__, prefix="tasks.probes.")
-    return [*PRELOAD_BASE, *sorted(module.name for module in found)]
+    """The modules sweep workers need: the sweep, the probe registry and the HTTP probe."""
+    return [*PRELOAD_BASE, PROBE_MODULES[ProbeKind.HTTP]]
 
 
 def _worker_init() -> None:
@@ -133,7 +129,7 @@ def _worker_init() -> None:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    load_all()
+    probe_for(ProbeKind.HTTP)
     # A sweep allocates a few hundred short-lived objects per probe; with the default
     # threshold (700) the collector runs every few probes and walks the whole young heap.
     # Measured: a larger threshold, with the preloaded modules frozen out of collection,

@@ -96,18 +96,35 @@ def register(kind: ProbeKind) -> Callable[[ProbeFn], ProbeFn]:
     return wrap
 
 
-PROBE_MODULES = ("http", "net", "serial", "sql", "ssh")
+# The module implementing each probe kind, imported on first use: a process that only
+# sweeps HTTP (the sweep's worker processes) never imports paramiko, pyserial or Prefect's
+# blocks.
+PROBE_MODULES: dict[ProbeKind, str] = {
+    ProbeKind.HTTP: "tasks.probes.http",
+    ProbeKind.TCP: "tasks.probes.net",
+    ProbeKind.DNS: "tasks.probes.net",
+    ProbeKind.SSH_METRICS: "tasks.probes.ssh",
+    ProbeKind.SQL: "tasks.probes.sql",
+    ProbeKind.TERMINAL: "tasks.probes.serial",
+    ProbeKind.BILL_ACCEPTOR: "tasks.probes.serial",
+    ProbeKind.PRINTER: "tasks.probes.serial",
+}
+
+
+def probe_for(kind: ProbeKind | str) -> ProbeFn:
+    """The probe function of ``kind``, importing its module on first use."""
+    kind = ProbeKind(kind)
+    if kind not in PROBES:
+        import importlib
+
+        importlib.import_module(PROBE_MODULES[kind])
+    return PROBES[kind]
 
 
 def load_all() -> dict[ProbeKind, ProbeFn]:
-    """Import every probe module so the registry is complete."""
-    import importlib
-    import importlib.util
-
-    for name in PROBE_MODULES:
-        module = f"tasks.probes.{name}"
-        if importlib.util.find_spec(module) is not None:  # TODO(issue 4): all present
-            importlib.import_module(module)
+    """Every probe, all modules imported."""
+    for kind in PROBE_MODULES:
+        probe_for(kind)
     return PROBES
 
 
@@ -125,12 +142,10 @@ def fault_of(target: Target, probe: Probe, error: AdapterError) -> str:
 
 async def run_probe(target: Target, probe: Probe, ctx: ProbeContext) -> ProbeResult:
     """Run one probe; never raises for a broken target or a broken probe."""
-    fn = load_all().get(ProbeKind(probe.kind))
     started = time.perf_counter()
     ts = now_utc()
     try:
-        if fn is None:
-            raise AdapterError(target.name, f"no probe implements kind {probe.kind!r}")
+        fn = probe_for(probe.kind)
         return await asyncio.wait_for(fn(target, probe, ctx), probe.timeout + TIMEOUT_GRACE_S)
     except TimeoutError:
         error: AdapterError = ProbeTimeout(target.name, f"no answer within {probe.timeout:g} s")

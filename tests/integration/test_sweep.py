@@ -17,7 +17,7 @@ import pytest
 
 from floorwatch.catalogue import FaultKind, ProbeKind
 from floorwatch.errors import FloorwatchError
-from floorwatch.inventory import HttpProbe, Inventory, Probe, Target
+from floorwatch.inventory import HttpProbe, Inventory, Probe, Target, TcpProbe
 from floorwatch.results import ProbeResult
 from sandbox.control import Sandbox
 from tasks.probes import TIMEOUT_GRACE_S, ProbeContext
@@ -237,14 +237,19 @@ async def test_sharded_sweep_gives_the_same_results_as_in_process(
 
 
 async def test_large_sweep_is_sharded_automatically(farm: Farm, workers: None) -> None:
-    """From the shard threshold on, sweep_checks hands HTTP checks to worker processes."""
+    """From the shard threshold on, sweep_checks hands HTTP checks to worker processes and
+    runs the others here, keeping the input order across both."""
     checks = farm_checks(farm.port)
+    for position in (0, 7, 150, 299):  # TCP checks of some targets, between the HTTP ones
+        target = checks[position][0]
+        checks.insert(position, (target, TcpProbe(timeout=2)))
     assert worker_pids() == []
     results = await sweep_checks(checks, "farm", concurrency=100, workers=2,
-                                 shard_threshold=len(checks))
+                                 shard_threshold=FARM_TARGETS)
     assert len(worker_pids()) == 2
     local = await in_process(checks, concurrency=100)
     assert [outcome(r) for r in results] == [outcome(r) for r in local]
+    assert [r.probe_kind for r in results].count("tcp") == 4
 
 
 async def test_sweep_survives_a_killed_worker(farm: Farm, workers: None) -> None:
