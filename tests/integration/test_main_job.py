@@ -19,6 +19,17 @@ from sandbox.topology import free_base_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _api(client: httpx.Client, method: str, path: str, body: object = None) -> httpx.Response:
+    """One API call; a busy SQLite-backed server answers 503 for a moment, and Prefect's
+    own client retries those, so this does too."""
+    for _ in range(20):
+        response = client.request(method, path, json=body)
+        if response.status_code != 503:
+            return response
+        time.sleep(0.5)
+    return response
+
+
 def _wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -58,29 +69,30 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(tmp_path: Path) 
             dep = _wait_for(deployment, 120, "the check-inventory deployment")
             assert dep["parameters"]["inventory_path"] == str(ROOT / "inventory.example.yaml")
 
-            run = client.post(f"/deployments/{dep['id']}/create_flow_run", json={}).json()
+            created = _api(client, "POST", f"/deployments/{dep['id']}/create_flow_run", {})
+            assert created.status_code == 201, created.text
+            run = created.json()
 
             def finished() -> dict | None:  # type: ignore[type-arg]
-                state = client.get(f"/flow_runs/{run['id']}").json()["state"]
+                state = _api(client, "GET", f"/flow_runs/{run['id']}").json()["state"]
                 return state if state["type"] in {"COMPLETED", "FAILED", "CRASHED"} else None
 
             state = _wait_for(finished, 60, "the flow run to finish")
             assert state["type"] == "COMPLETED", state
-            artifacts = client.post(
-                "/artifacts/filter", json={"artifacts": {"key": {"any_": ["platform-inventory"]}}}
-            ).json()
+            artifacts = _api(client, "POST", "/artifacts/filter",
+                             {"artifacts": {"key": {"any_": ["platform-inventory"]}}}).json()
             assert artifacts
             assert "35 targets" in artifacts[0]["data"]
 
             # The schedules work: a sweep runs by itself (nothing answers: no sandbox here,
             # so it records failures, and still completes).
             def scheduled_sweep() -> list | None:  # type: ignore[type-arg]
-                runs = client.post("/flow_runs/filter", json={
+                runs = _api(client, "POST", "/flow_runs/filter", {
                     "flows": {"name": {"any_": ["sweep-zone"]}},
                     "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
                     "limit": 1,
-                }).json()
-                return runs or None
+                })
+                return runs.json() if runs.status_code == 200 and runs.json() else None
 
             _wait_for(scheduled_sweep, 90, "a scheduled sweep to complete")
 
