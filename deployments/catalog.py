@@ -49,8 +49,56 @@ def build_deployments(inventory: Inventory, inventory_path: Path) -> list[Any]:
                 concurrency_limit=ONE_AT_A_TIME,
             )
         )
+    deployments.extend(escalation_deployments(path))
     deployments.extend(runbook_deployments())
     return deployments
+
+
+ESCALATION_INTERVAL_S = 30
+
+
+def escalation_deployments(inventory_path: str) -> list[Any]:
+    """Escalation every 30 s, acknowledgement from the UI, and the flow-failure announcer
+    (started by the automation ``deployments.automations`` creates)."""
+    from flows.escalation import escalate_unacknowledged
+    from runbooks.acknowledge import acknowledge_incident
+
+    return [
+        escalate_unacknowledged.to_deployment(
+            name="escalate-unacknowledged",
+            interval=timedelta(seconds=ESCALATION_INTERVAL_S),
+            parameters={"inventory_path": inventory_path},
+            description="Call the next escalation level about incidents nobody acknowledged "
+            "within their zone's ack_timeout_s.",
+            tags=["floorwatch", "escalation"],
+            concurrency_limit=ONE_AT_A_TIME,
+        ),
+        acknowledge_incident.to_deployment(
+            name="acknowledge-incident",
+            description="Acknowledge an incident: stop its escalation and tell the team "
+            "who has it.",
+            tags=["floorwatch", "escalation"],
+        ),
+        announce_deployment(),
+    ]
+
+
+def announce_deployment_options() -> dict[str, Any]:
+    """How the announce deployment is defined, shared by the catalog and the automation's
+    setup (which registers it before the main job serves it: both name the same one)."""
+    return {
+        "name": "announce-flow-failure",
+        "description": "Announce a failed or crashed flow run in chat (started by the "
+        "floorwatch-flow-failures automation).",
+        "tags": ["floorwatch", "notifications"],
+    }
+
+
+def announce_deployment() -> Any:
+    """The deployment the flow-failure automation runs (call it outside an event loop)."""
+    from flows.flow_failures import announce_flow_failure
+
+    return announce_flow_failure.to_deployment(**announce_deployment_options())
 
 
 def runbook_deployments() -> list[Any]:

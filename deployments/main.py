@@ -60,8 +60,10 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
         # Prefect reads its settings at import: import it only now that they are set.
         from prefect import serve
 
+        from deployments.automations import ensure_failure_automation
         from deployments.catalog import build_deployments
 
+        ensure_failure_automation()  # any failed or crashed flow run is announced in chat
         if sandbox_state is not None:
             from deployments.sandbox_blocks import save_sandbox_blocks
 

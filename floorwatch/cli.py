@@ -133,6 +133,22 @@ def cmd_sandbox_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- people ---------------------------------------------------------------------------
+def cmd_ack(args: argparse.Namespace) -> int:
+    import os
+
+    from runbooks.acknowledge import ack_incident
+
+    if args.inventory:
+        os.environ["FLOORWATCH_INVENTORY"] = args.inventory
+    try:
+        print(ack_incident(args.incident, args.person, args.note))
+    except (FloorwatchError, ValueError) as exc:
+        print(f"floorwatch: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # -- main job ---------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from deployments.main import run_main_job
@@ -188,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sandbox_cmd("inventory", cmd_sandbox_inventory,
                     "write an inventory describing the running sandbox")
     p.add_argument("--out", default="inventory.sandbox.yaml")
+
+    p = sub.add_parser("ack", help="acknowledge an incident (stops its escalation)")
+    p.add_argument("incident", type=int)
+    p.add_argument("--person", required=True, help="who acknowledges")
+    p.add_argument("--note", default="")
+    p.add_argument("--inventory", default=None,
+                   help="inventory file (default: FLOORWATCH_INVENTORY or the example)")
+    p.set_defaults(func=cmd_ack)
 
     p = sub.add_parser("run", help="the main job: store, Prefect server and UI, deployments")
     p.add_argument("--inventory", default=DEFAULT_INVENTORY)

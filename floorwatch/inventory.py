@@ -84,6 +84,7 @@ __all__ = [
     "PrinterProbe",
     "Probe",
     "RemediationRule",
+    "RoutingRule",
     "Slo",
     "SqlProbe",
     "SqlThresholds",
@@ -470,6 +471,28 @@ class Contact(_Model):
     name: str
     channel: ChannelField
     address: Text
+    # The Prefect block with the credentials for this contact's channel; None: the default
+    # block of the channel kind (``floorwatch.notify.DEFAULT_BLOCKS``).
+    block: Name | None = None
+
+
+class RoutingRule(_Model):
+    """Who hears about an incident: one that matches every filter of the rule is sent to
+    its ``channels`` (contact names). An empty filter matches everything; every matching
+    rule adds its channels."""
+
+    zones: tuple[Name, ...] = ()
+    severities: tuple[CriticalityField, ...] = ()
+    fault_kinds: tuple[FaultKindField, ...] = ()
+    channels: Annotated[tuple[Name, ...], Field(min_length=1)]
+
+    def matches(self, zone: str | None, severity: str | None, fault_kind: str | None) -> bool:
+        """Whether an incident (or, with all three None, a platform-wide message) matches."""
+        return (
+            (not self.zones or zone in self.zones)
+            and (not self.severities or severity in self.severities)
+            and (not self.fault_kinds or fault_kind in self.fault_kinds)
+        )
 
 
 class RemediationRule(_Model):
@@ -739,11 +762,18 @@ class Target(_Model):
         return tuple(probe for probe in self.probes if isinstance(probe, kind))
 
 
+DEFAULT_ACK_TIMEOUT_S = 900.0
+
+
 class Zone(_Model):
-    """A group of targets swept together, with whom to escalate to, in order."""
+    """A group of targets swept together, with whom to escalate to, in order.
+
+    ``escalation`` lists the levels, first level first; an incident nobody acknowledges
+    within ``ack_timeout_s`` of reaching a level climbs to the next one."""
 
     name: Name
     escalation: Annotated[tuple[Name, ...], Field(min_length=1)]
+    ack_timeout_s: Seconds = DEFAULT_ACK_TIMEOUT_S
     targets: tuple[Target, ...]
     remediation: dict[FaultKindField, RemediationRule] = Field(default_factory=dict)
 
@@ -819,6 +849,7 @@ class Inventory(_Model):
     zones: Annotated[tuple[Zone, ...], Field(min_length=1)]
     maintenance: tuple[MaintenanceWindow, ...] = ()
     remediation: dict[FaultKindField, RemediationRule] = Field(default_factory=dict)
+    routing: tuple[RoutingRule, ...] = ()
 
     _targets: dict[str, Target] = PrivateAttr(default_factory=dict)
     _zone_of: dict[str, Zone] = PrivateAttr(default_factory=dict)
@@ -1095,6 +1126,8 @@ class _Checker:
         self._check_remediation(data.get("remediation"), ("remediation",))
         for window_index, window in _items(data.get("maintenance")):
             self._check_window(window, ("maintenance", window_index))
+        for rule_index, rule in _items(data.get("routing")):
+            self._check_routing_rule(rule, ("routing", rule_index), known_contacts)
         return self.problems
 
     def _first(self, seen: dict[str, int | None], name: str, loc: Loc, noun: str) -> bool:
@@ -1334,6 +1367,19 @@ class _Checker:
                 if window.get(key) is None:
                     self.add((*loc, key), f"required with {other}")
             self._check_order(window, loc)
+
+    def _check_routing_rule(
+        self, rule: dict[str, Any], loc: Loc, known_contacts: set[str] | None
+    ) -> None:
+        for index, zone in _strings(rule.get("zones")):
+            if zone not in self.zone_lines:
+                self.add((*loc, "zones", index), f"unknown zone {zone!r}")
+        if known_contacts is None:
+            return  # a malformed contacts section is reported on its own
+        for index, contact in _strings(rule.get("channels")):
+            if contact not in known_contacts:
+                known = ", ".join(sorted(known_contacts)) or "none"
+                self.add((*loc, "channels", index), f"unknown contact {contact!r} (known: {known})")
 
     def _check_order(self, window: dict[str, Any], loc: Loc) -> None:
         start, end = window.get("start"), window.get("end")

@@ -9,6 +9,7 @@ schema, created by the migrations in ``floorwatch/migrations`` (``upgrade(url)``
     actions          every runbook step taken, with its evidence
     notifications    the outbox: one row per (idempotency_key), retried until delivered
     audit_log        append-only (database triggers), hash-chained
+    roster           the people who may act: role, encrypted TOTP secret, last code step used
 
 A store that cannot be reached is a ``StoreError`` naming the URL (password masked) and the
 operation; SQLAlchemy's errors never leave this module.
@@ -29,7 +30,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -54,6 +55,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal_column,
+    or_,
     select,
     text,
     update,
@@ -71,8 +73,9 @@ from sqlalchemy.exc import (
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.elements import ColumnElement
 
-from floorwatch.errors import StoreError
+from floorwatch.errors import StoreError, UnknownNameError
 from floorwatch.results import ProbeResult
+from floorwatch.security import ROLES
 
 DATABASE_URL_ENV: Final = "FLOORWATCH_DATABASE_URL"
 HOME_ENV: Final = "FLOORWATCH_HOME"
@@ -245,8 +248,12 @@ notifications = Table(
     Column("last_error", Text(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("delivered_at", UtcDateTime(), nullable=True),
+    Column("delivery_ref", String(200), nullable=True),  # the channel's id for the message
+    Column("thread_ref", JsonDoc, nullable=True),  # the thread the message started, if any
+    Column("locked_until", UtcDateTime(), nullable=True),  # a delivery run's lease
     CheckConstraint(_in("state", NOTIFICATION_STATES), name="state"),
     Index(None, "state", "next_attempt_at"),
+    Index(None, "incident_id", "channel"),
 )
 
 audit_log = Table(
@@ -263,7 +270,23 @@ audit_log = Table(
     Column("hash", String(64), nullable=False, unique=True),
 )
 
-TABLES: Final = (probe_results, incidents, incident_events, actions, notifications, audit_log)
+roster = Table(
+    "roster",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("role", String(20), nullable=False),
+    # Encrypted by floorwatch.roster (AES-GCM, key outside the store); never the plain secret.
+    Column("totp_secret", Text(), nullable=True),
+    Column("last_used_step", BigInteger(), nullable=True),  # replay protection
+    Column("added_at", UtcDateTime(), nullable=False),
+    Column("enrolled_at", UtcDateTime(), nullable=True),
+    Column("removed_at", UtcDateTime(), nullable=True),  # kept: the audit log names people
+    CheckConstraint(_in("role", ROLES), name="role"),
+)
+
+TABLES: Final = (
+    probe_results, incidents, incident_events, actions, notifications, audit_log, roster
+)
 
 
 # --------------------------------------------------------------------------- row models
@@ -326,6 +349,9 @@ class NotificationRow(_Row):
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+    delivery_ref: str | None
+    thread_ref: dict[str, Any] | None
+    locked_until: datetime | None
 
 
 class AuditEntry(_Row):
@@ -339,6 +365,27 @@ class AuditEntry(_Row):
     details: dict[str, Any]
     prev_hash: str
     hash: str
+
+
+class AuditFault(_Row):
+    """The first place the audit chain is broken: ``entry_id`` names the first bad row (or,
+    for a deletion, the first missing id) and ``message`` says what was done to it."""
+
+    entry_id: int
+    kind: Literal["edited", "deleted", "reordered", "rewritten"]
+    message: str
+
+
+class RosterRow(_Row):
+    """A person on the roster as stored; ``totp_secret`` is the encrypted secret."""
+
+    name: str
+    role: str
+    totp_secret: str | None = Field(default=None, repr=False)
+    last_used_step: int | None
+    added_at: datetime
+    enrolled_at: datetime | None
+    removed_at: datetime | None
 
 
 # --------------------------------------------------------------------------- engine & URL
@@ -551,6 +598,90 @@ def audit_hash(
         "prev_hash": prev_hash,
     }
     return hashlib.sha256(canonical_json(entry).encode("utf-8")).hexdigest()
+
+
+def _short(digest: str) -> str:
+    return f"{digest[:12]}…"
+
+
+def first_chain_fault(entries: Sequence[AuditEntry]) -> AuditFault | None:
+    """The first break in an audit chain read in id order, or None when it is intact.
+
+    Each entry is checked against its own hash (an edit shows there) and then against its
+    predecessor's (a deletion, a reordering or a re-hashed edit shows there). A gap in the ids
+    whose links still hold is not a fault: PostgreSQL skips the id of a rolled-back append.
+    """
+    by_hash = {entry.hash: entry for entry in entries}
+    prev: AuditEntry | None = None
+    for entry in sorted(entries, key=lambda e: e.id):
+        expected = audit_hash(
+            ts=entry.ts,
+            actor=entry.actor,
+            action=entry.action,
+            subject=entry.subject,
+            details=entry.details,
+            prev_hash=entry.prev_hash,
+        )
+        if entry.hash != expected:
+            return AuditFault(
+                entry_id=entry.id,
+                kind="edited",
+                message=f"audit entry #{entry.id} was edited or forged: its content does not "
+                f"match its hash {_short(entry.hash)}",
+            )
+        want = prev.hash if prev is not None else GENESIS_HASH
+        if entry.prev_hash != want:
+            return _link_fault(entry, prev, by_hash.get(entry.prev_hash))
+        prev = entry
+    return None
+
+
+def _link_fault(
+    entry: AuditEntry, prev: AuditEntry | None, linked: AuditEntry | None
+) -> AuditFault:
+    """Name what broke the link from ``entry`` back to ``prev`` (None: the chain's start)."""
+    after = f"#{prev.id}" if prev is not None else "the start of the log"
+    if linked is not None and linked.id > entry.id:
+        return AuditFault(
+            entry_id=entry.id,
+            kind="reordered",
+            message=f"audit entry #{entry.id} is out of order: it follows #{linked.id}, which "
+            f"is stored after it, not {after} (rows were reordered)",
+        )
+    if linked is not None:
+        return AuditFault(
+            entry_id=entry.id,
+            kind="reordered",
+            message=f"audit entry #{entry.id} follows #{linked.id}, not {after} "
+            f"(rows were moved or inserted)",
+        )
+    first_missing = prev.id + 1 if prev is not None else 1
+    if entry.id > first_missing:
+        gone = (
+            f"#{first_missing}"
+            if entry.id - 1 == first_missing
+            else f"#{first_missing}..#{entry.id - 1}"
+        )
+        return AuditFault(
+            entry_id=first_missing,
+            kind="deleted",
+            message=f"audit entry {gone} was deleted: #{entry.id} links to "
+            f"{_short(entry.prev_hash)}, which no entry has (expected {after})",
+        )
+    if prev is None:
+        return AuditFault(
+            entry_id=entry.id,
+            kind="deleted",
+            message=f"audit entry #{entry.id} does not start the chain: it links to "
+            f"{_short(entry.prev_hash)}, which no entry has (earlier entries were deleted)",
+        )
+    return AuditFault(
+        entry_id=prev.id,
+        kind="rewritten",
+        message=f"audit entry #{prev.id} was rewritten (edited and re-hashed) or replaced: "
+        f"#{entry.id} links to {_short(entry.prev_hash)}, not to #{prev.id}'s "
+        f"{_short(prev.hash)}",
+    )
 
 
 class Store:
@@ -967,23 +1098,110 @@ class Store:
         *,
         error: str | None = None,
         next_attempt_at: datetime | None = None,
+        delivery_ref: str | None = None,
+        thread_ref: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record one delivery attempt: ``delivered``, ``failed`` for good, or ``pending``
-        again with ``next_attempt_at`` and the ``error`` of this attempt."""
+        """Record one delivery attempt: ``delivered`` (with the channel's ``delivery_ref``
+        and the ``thread_ref`` it started), ``failed`` for good, or ``pending`` again with
+        ``next_attempt_at`` and the ``error`` of this attempt. Releases the lease."""
         if state not in NOTIFICATION_STATES:
             raise ValueError(f"unknown notification state {state!r}; one of {NOTIFICATION_STATES}")
         n = notifications
-        values: dict[str, Any] = {"state": state, "attempts": n.c.attempts + 1}
+        values: dict[str, Any] = {
+            "state": state, "attempts": n.c.attempts + 1, "locked_until": None
+        }
         if state == "delivered":
             values["delivered_at"] = _utcnow()
         if error is not None:
             values["last_error"] = error
         if next_attempt_at is not None:
             values["next_attempt_at"] = _aware(next_attempt_at, "next_attempt_at")
+        if delivery_ref is not None:
+            values["delivery_ref"] = delivery_ref
+        if thread_ref is not None:
+            values["thread_ref"] = dict(thread_ref)
         with self._tx(f"marking notification #{notification_id} {state}") as conn:
             result = conn.execute(update(n).where(n.c.id == notification_id).values(values))
             if result.rowcount != 1:
                 raise StoreError(f"no notification #{notification_id}")
+
+    def notification_heads(
+        self, now: datetime | None = None, limit: int = 100
+    ) -> list[NotificationRow]:
+        """The oldest pending notification of each (incident, channel) queue, when it is due
+        at ``now`` and no delivery run holds it: what may be sent now without overtaking an
+        earlier message. Rows of no incident are each their own queue."""
+        n = notifications
+        when = _aware(now, "now") if now is not None else _utcnow()
+        # -id puts every incident-less row in a queue of its own (ids are positive).
+        queue = func.coalesce(n.c.incident_id, -n.c.id)
+        heads = select(func.min(n.c.id)).where(n.c.state == "pending").group_by(
+            queue, n.c.channel
+        )
+        query = (
+            select(n)
+            .where(
+                n.c.id.in_(heads),
+                n.c.next_attempt_at <= when,
+                or_(n.c.locked_until.is_(None), n.c.locked_until <= when),
+            )
+            .order_by(n.c.next_attempt_at, n.c.id)
+            .limit(limit)
+        )
+        with self._tx("reading the heads of the notification queues") as conn:
+            return [NotificationRow.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+
+    def claim_notification(
+        self, notification_id: int, until: datetime, now: datetime | None = None
+    ) -> bool:
+        """Lease a pending notification to this delivery run until ``until``; False when it
+        is no longer pending or another run holds it."""
+        n = notifications
+        when = _aware(now, "now") if now is not None else _utcnow()
+        statement = (
+            update(n)
+            .where(
+                n.c.id == notification_id,
+                n.c.state == "pending",
+                or_(n.c.locked_until.is_(None), n.c.locked_until <= when),
+            )
+            .values(locked_until=_aware(until, "until"))
+        )
+        with self._tx(f"claiming notification #{notification_id}") as conn:
+            return bool(conn.execute(statement).rowcount == 1)
+
+    def notification_thread(self, incident_id: int, channel: str) -> dict[str, Any] | None:
+        """The thread an incident's conversation on ``channel`` lives in: the ``thread_ref``
+        of its first delivered message that started one."""
+        n = notifications
+        query = (
+            select(n.c.thread_ref)
+            .where(
+                n.c.incident_id == incident_id,
+                n.c.channel == channel,
+                n.c.state == "delivered",
+                n.c.thread_ref.is_not(None),
+            )
+            .order_by(n.c.id)
+        )
+        with self._tx(f"reading the {channel} thread of incident #{incident_id}") as conn:
+            for ref in conn.execute(query).scalars():
+                if isinstance(ref, dict):  # a JSON null is not a thread
+                    return ref
+        return None
+
+    def notifications(
+        self, incident_id: int | None = None, channel: str | None = None
+    ) -> list[NotificationRow]:
+        """Outbox rows in queue order, optionally of one incident and/or one channel."""
+        n = notifications
+        query = select(n).order_by(n.c.id)
+        if incident_id is not None:
+            query = query.where(n.c.incident_id == incident_id)
+        if channel is not None:
+            query = query.where(n.c.channel == channel)
+        with self._tx("reading the notification outbox") as conn:
+            return [NotificationRow.model_validate(dict(r)) for r in conn.execute(query).mappings()]
 
     # ------------------------------------------------------------------ audit log
 
@@ -1032,35 +1250,132 @@ class Store:
             # Take SQLite's write lock before reading the last hash (waits busy_timeout).
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    def audit_entries(self, limit: int | None = None) -> list[AuditEntry]:
-        """Audit entries in chain order (oldest first); the newest ``limit`` when given."""
+    def audit_entries(
+        self, limit: int | None = None, since: datetime | None = None
+    ) -> list[AuditEntry]:
+        """Audit entries in chain order (oldest first); only those at or after ``since``,
+        and the newest ``limit`` of them, when given."""
         query = select(audit_log).order_by(audit_log.c.id.desc())
+        if since is not None:
+            query = query.where(audit_log.c.ts >= _aware(since, "since"))
         if limit is not None:
             query = query.limit(limit)
         with self._tx("reading the audit log") as conn:
             rows = [AuditEntry.model_validate(dict(r)) for r in conn.execute(query).mappings()]
         return rows[::-1]
 
-    def verify_audit_chain(self) -> int:
-        """Check every link and hash of the audit log; returns the entry count. Raises
-        ``StoreError`` naming the first entry that does not match."""
-        prev = GENESIS_HASH
+    def audit_chain_fault(self) -> tuple[int, AuditFault | None]:
+        """Check every hash and link of the audit log: the entry count and the first fault
+        (None when intact)."""
         entries = self.audit_entries()
-        for entry in entries:
-            if entry.prev_hash != prev:
-                raise StoreError(
-                    f"audit entry #{entry.id} links to {entry.prev_hash[:12]}…, "
-                    f"expected {prev[:12]}…"
-                )
-            expected = audit_hash(
-                ts=entry.ts,
-                actor=entry.actor,
-                action=entry.action,
-                subject=entry.subject,
-                details=entry.details,
-                prev_hash=entry.prev_hash,
+        return len(entries), first_chain_fault(entries)
+
+    def verify_audit_chain(self) -> int:
+        """Check every hash and link of the audit log; returns the entry count. Raises
+        ``StoreError`` naming the first bad entry (edited, deleted, reordered)."""
+        count, fault = self.audit_chain_fault()
+        if fault is not None:
+            raise StoreError(fault.message)
+        return count
+
+    # ------------------------------------------------------------------ roster
+
+    def add_person(self, name: str, role: str, now: datetime | None = None) -> RosterRow:
+        """Put ``name`` on the roster with ``role``, not yet enrolled. A removed person comes
+        back with the new role and no secret. StoreError when already on the roster."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        when = _aware(now, "now") if now is not None else _utcnow()
+        r = roster
+        try:
+            with self._tx(f"adding {name} to the roster") as conn:
+                existing = conn.execute(select(r).where(r.c.name == name)).mappings().first()
+                if existing is None:
+                    conn.execute(
+                        r.insert(),
+                        {"name": name, "role": role, "added_at": when, "last_used_step": None},
+                    )
+                elif existing["removed_at"] is None:
+                    raise StoreError(
+                        f"cannot add {name!r}: already on the roster as {existing['role']}"
+                    )
+                else:
+                    conn.execute(
+                        update(r)
+                        .where(r.c.name == name, r.c.removed_at.is_not(None))
+                        .values(
+                            role=role,
+                            totp_secret=None,
+                            added_at=when,
+                            enrolled_at=None,
+                            removed_at=None,
+                        )
+                    )
+                row = conn.execute(select(r).where(r.c.name == name)).mappings().one()
+        except IntegrityError as exc:
+            raise StoreError(f"cannot add {name!r} to the roster: {_reason(exc)}") from exc
+        return RosterRow.model_validate(dict(row))
+
+    def remove_person(self, name: str, now: datetime | None = None) -> RosterRow:
+        """Take ``name`` off the roster and forget their secret; the row stays so the audit
+        log's names still resolve. UnknownNameError when not on the roster."""
+        when = _aware(now, "now") if now is not None else _utcnow()
+        r = roster
+        with self._tx(f"removing {name} from the roster") as conn:
+            done = conn.execute(
+                update(r)
+                .where(r.c.name == name, r.c.removed_at.is_(None))
+                .values(removed_at=when, totp_secret=None)
             )
-            if entry.hash != expected:
-                raise StoreError(f"audit entry #{entry.id} does not match its hash")
-            prev = entry.hash
-        return len(entries)
+            if done.rowcount != 1:
+                raise UnknownNameError(f"{name!r} is not on the roster")
+            row = conn.execute(select(r).where(r.c.name == name)).mappings().one()
+        return RosterRow.model_validate(dict(row))
+
+    def person(self, name: str) -> RosterRow | None:
+        """The roster row of ``name`` (removed people included), or None."""
+        with self._tx(f"reading {name} on the roster") as conn:
+            row = conn.execute(select(roster).where(roster.c.name == name)).mappings().first()
+        return RosterRow.model_validate(dict(row)) if row is not None else None
+
+    def people(self, include_removed: bool = False) -> list[RosterRow]:
+        """The roster by name; removed people only when asked."""
+        query = select(roster).order_by(roster.c.name)
+        if not include_removed:
+            query = query.where(roster.c.removed_at.is_(None))
+        with self._tx("reading the roster") as conn:
+            return [RosterRow.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+
+    def set_totp_secret(
+        self, name: str, role: str, encrypted: str, now: datetime | None = None
+    ) -> RosterRow:
+        """Store the encrypted TOTP secret of ``name``, still on the roster with ``role``
+        (the secret was encrypted for that role). UnknownNameError otherwise."""
+        when = _aware(now, "now") if now is not None else _utcnow()
+        r = roster
+        with self._tx(f"enrolling {name}") as conn:
+            done = conn.execute(
+                update(r)
+                .where(r.c.name == name, r.c.role == role, r.c.removed_at.is_(None))
+                .values(totp_secret=encrypted, enrolled_at=when)
+            )
+            if done.rowcount != 1:
+                raise UnknownNameError(f"{name!r} is not on the roster as {role}")
+            row = conn.execute(select(r).where(r.c.name == name)).mappings().one()
+        return RosterRow.model_validate(dict(row))
+
+    def use_totp_step(self, name: str, step: int) -> bool:
+        """Record that ``name`` used the code of time ``step``; False when that step or a
+        later one was already used (a replay, possibly racing this one). Atomic."""
+        r = roster
+        statement = (
+            update(r)
+            .where(
+                r.c.name == name,
+                r.c.removed_at.is_(None),
+                or_(r.c.last_used_step.is_(None), r.c.last_used_step < step),
+            )
+            .values(last_used_step=step)
+        )
+        with self._tx(f"spending a code of {name}") as conn:
+            return bool(conn.execute(statement).rowcount == 1)

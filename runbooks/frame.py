@@ -42,6 +42,7 @@ from floorwatch.inventory import Inventory, Probe, Target
 from floorwatch.results import ProbeResult, now_utc
 from floorwatch.store import IncidentRow, Store
 from tasks.inventory import cached_inventory
+from tasks.notify import notify_timeline, secret_values
 from tasks.probes import ProbeContext, run_probe
 
 AUTOMATION = "automation"
@@ -144,7 +145,10 @@ class RunContext:
 
     def timeline(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         if self.incident is not None:
-            self.store.add_event(self.incident.id, kind, message, actor=self.actor, data=data)
+            event_id = self.store.add_event(self.incident.id, kind, message, actor=self.actor,
+                                            data=data)
+            notify_timeline(self.store, self.inventory, self.incident, kind, message, data,
+                            event_id, secret_values(self.credentials.values()))
 
     @property
     def actor(self) -> str:

@@ -43,6 +43,7 @@ def build_components(layout: Layout, gamedb_backend: str = "sqlite") -> list[Com
     from sandbox.gamedb import GameDatabase
     from sandbox.hall import GamingHall
     from sandbox.http_services import HttpServices
+    from sandbox.saas import SaasStandIns
     from sandbox.servers import AppServers
 
     return [
@@ -51,6 +52,7 @@ def build_components(layout: Layout, gamedb_backend: str = "sqlite") -> list[Com
         SandboxDns(layout),
         GameDatabase(layout, backend=gamedb_backend),
         GamingHall(layout),
+        SaasStandIns(layout),
     ]
 
 

@@ -68,6 +68,9 @@ CCTALK_HOST_ADDRESS = 1
 
 GAMEDB_NAME = "game-db"
 
+# Stand-ins of the SaaS the team is reached through (sandbox/saas.py): name -> port offset
+SAAS_SERVICES: dict[str, int] = {"slack": 35, "telegram": 36, "sms-gateway": 37}
+
 
 def free_base_port(span: int = PORT_SPAN, start: int = 20000, stop: int = 60000) -> int:
     """A base port whose ``span`` following ports are all free on 127.0.0.1 right now.
@@ -113,6 +116,9 @@ class Layout:
 
     def ssh_port(self, server: str) -> int:
         return self.port(SERVERS[server])
+
+    def saas_port(self, service: str) -> int:
+        return self.port(SAAS_SERVICES[service])
 
     @property
     def dns_port(self) -> int:

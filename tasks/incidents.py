@@ -23,6 +23,7 @@ from floorwatch.inventory import Inventory
 from floorwatch.results import ProbeResult, now_utc
 from floorwatch.status import platform_status
 from floorwatch.store import IncidentRow, Store
+from tasks.notify import notify_quietly
 
 OPENED = "floorwatch.incident.opened"
 RESOLVED = "floorwatch.incident.resolved"
@@ -152,6 +153,9 @@ def apply_decisions(
         if emit:
             emit_event(event=event, resource=target_resource(row.target) | labels,
                        payload=payload)
+        if inventory is not None and decision.suppressed_by is None:
+            notify_quietly(store, inventory, row, "opened", row.summary,
+                           {"runbook": payload["runbook"], "policy": payload["policy"]})
     for resolution in decisions.resolves:
         row = store.set_incident_state(
             resolution.incident_id, "resolved", at=now, recovered_at=resolution.recovered_at,
@@ -164,6 +168,8 @@ def apply_decisions(
             "fault_kind": row.fault_kind, "recovered_at": resolution.recovered_at.isoformat(),
         }
         outcome.resolved.append(payload)
+        if inventory is not None:
+            notify_quietly(store, inventory, row, "resolved", row.summary + ": recovered")
         if emit:
             emit_event(event=RESOLVED, resource=target_resource(row.target), payload=payload)
     return outcome

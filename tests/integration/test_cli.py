@@ -121,3 +121,18 @@ def test_incomplete_commands_print_usage_and_exit_2(args: list[str]) -> None:
     result = floorwatch(*args)
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def test_ack_of_an_unknown_incident_exits_1(tmp_path: Path) -> None:
+    """`floorwatch ack` on an incident that does not exist says so and exits 1."""
+    env = {"FLOORWATCH_HOME": str(tmp_path)}
+    os_env = {k: v for k, v in os.environ.items() if k != "FLOORWATCH_DATABASE_URL"}
+    subprocess.run([sys.executable, "-m", "floorwatch.cli", "db", "upgrade"], check=True,
+                   capture_output=True, cwd=tmp_path, env={**os_env, **env}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "floorwatch.cli", "ack", "4242", "--person", "dana",
+         "--inventory", str(ROOT / "inventory.example.yaml")],
+        capture_output=True, text=True, cwd=tmp_path, env={**os_env, **env}, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "4242" in result.stderr
