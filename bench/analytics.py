@@ -185,7 +185,7 @@ FROM timed GROUP BY target ORDER BY target
 
 
 def ns_view(frame: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
-    """Timestamp columns as int64 nanoseconds (a view), NaT as None-able via a mask later."""
+    """Timestamp columns as int64 nanoseconds (NaT is int64's minimum)."""
     return {c: pd.DatetimeIndex(frame[c]).as_unit("ns").asi8 for c in columns}
 
 

@@ -149,6 +149,42 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- analysts ---------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from floorwatch.report import run_report_cli
+
+    inventory = Path(args.inventory) if args.inventory else None
+    return run_report_cli(args.period, Path(args.out), args.url, inventory)
+
+
+# -- security ---------------------------------------------------------------------------
+def cmd_users(args: argparse.Namespace) -> int:
+    from floorwatch import cli_security as sec
+
+    if args.users_command == "add":
+        print(sec.users_add(args.name, args.role, store_url=args.url))
+    elif args.users_command == "remove":
+        print(sec.users_remove(args.name, store_url=args.url))
+    elif args.users_command == "list":
+        print(sec.users_list(store_url=args.url, include_removed=args.all))
+    elif args.users_command == "enroll":
+        sec.users_enroll(args.name, store_url=args.url)
+    elif args.users_command == "new-key":
+        print(sec.users_new_key())
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from floorwatch import cli_security as sec
+
+    if args.audit_command == "verify":
+        ok, message = sec.audit_verify(args.url, args.export)
+        print(message, file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    sys.stdout.write(sec.audit_export(args.url, args.since, args.format))
+    return 0
+
+
 # -- main job ---------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from deployments.main import run_main_job
@@ -205,6 +241,46 @@ def build_parser() -> argparse.ArgumentParser:
                     "write an inventory describing the running sandbox")
     p.add_argument("--out", default="inventory.sandbox.yaml")
 
+    p = sub.add_parser("report", help="build a period availability report (CSV, Parquet, HTML)")
+    p.add_argument("--period", required=True, help="YYYY-MM, YYYY-MM-DD or YYYY-Www")
+    p.add_argument("--out", required=True, help="folder for the report files")
+    p.add_argument("--url", default=None, help="store URL (default: the configured store)")
+    p.add_argument("--inventory", default=None,
+                   help="inventory for maintenance windows and SLOs")
+    p.set_defaults(func=cmd_report)
+
+    from floorwatch.audit import parse_since
+    from floorwatch.security import ROLES
+
+    users = sub.add_parser("users", help="the roster: who may do what")
+    us = users.add_subparsers(dest="users_command", required=True)
+    for name, text in (("add", "add a person with a role"), ("remove", "remove a person"),
+                       ("list", "list people and roles"),
+                       ("enroll", "new authenticator secret: prints a QR code"),
+                       ("new-key", "print a fresh FLOORWATCH_ROSTER_KEY")):
+        p = us.add_parser(name, help=text)
+        p.add_argument("--url", default=None, help="store URL")
+        if name in ("add", "remove", "enroll"):
+            p.add_argument("name")
+        if name == "add":
+            p.add_argument("role", choices=[str(r) for r in ROLES])
+        if name == "list":
+            p.add_argument("--all", action="store_true", help="include removed people")
+        p.set_defaults(func=cmd_users)
+
+    audit = sub.add_parser("audit", help="the tamper-evident audit log")
+    aus = audit.add_subparsers(dest="audit_command", required=True)
+    p = aus.add_parser("verify", help="check the hash chain; names the first bad row")
+    p.add_argument("--url", default=None)
+    p.add_argument("--export", default=None, help="a JSONL live export to compare with")
+    p.set_defaults(func=cmd_audit)
+    p = aus.add_parser("export", help="print entries as JSON lines or CSV")
+    p.add_argument("--url", default=None)
+    p.add_argument("--since", type=parse_since, default=None,
+                   help="ISO time or an age such as 24h or 7d")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.set_defaults(func=cmd_audit)
+
     p = sub.add_parser("ack", help="acknowledge an incident (stops its escalation)")
     p.add_argument("incident", type=int)
     p.add_argument("--person", required=True, help="who acknowledges")
@@ -228,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except FloorwatchError as exc:
+    except (FloorwatchError, ValueError) as exc:
         print(f"floorwatch: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -47,6 +47,7 @@ TABLES: Final = ("availability", "availability_daily", "slo", "incidents", "inci
                  "mttr_trend", "automation", "runbooks")
 HEATMAP: Final = "availability_heatmap.png"
 MTTR_CHART: Final = "mttr_trend.png"
+SUMMARY_NAMES: Final = 10  # targets named per line of the chat summary, then "and N more"
 HEATMAP_FLOOR_PCT: Final = 99.0  # the heatmap's colour scale: at or below this is full red
 # Columns shown as percentages (fractions in the tables themselves).
 PERCENT_COLUMNS: Final = frozenset({
@@ -137,6 +138,8 @@ def inputs_for(
 ) -> ReportInputs:
     """Report inputs from frames: SLOs, intervals and targets from ``inventory`` when given
     (plus targets found in the history only), else the default SLO for every target seen."""
+    if "target" not in getattr(results, "columns", ()):
+        raise ValueError("results lacks column target")
     seen = [str(t) for t in pd.unique(results["target"].astype(str))]
     if inventory is None:
         return ReportInputs(results, incidents, actions, dict.fromkeys(seen, DEFAULT_SLO))
@@ -222,7 +225,8 @@ def summary_text(tables: Mapping[str, Any], period: Period, link: str | None = N
                      f"(lowest: {worst['target']} {_pct(worst['availability'])}).")
     no_data = list(avail.loc[avail["no_data"], "target"])
     if no_data and not measured.empty:
-        lines.append(f"No data: {', '.join(no_data)}.")
+        more = f" and {len(no_data) - SUMMARY_NAMES} more" if len(no_data) > SUMMARY_NAMES else ""
+        lines.append(f"No data: {', '.join(no_data[:SUMMARY_NAMES])}{more}.")
     automation = tables["automation"]
     count = int(automation["incidents"].sum()) if len(automation) else 0
     if count:
@@ -237,8 +241,10 @@ def summary_text(tables: Mapping[str, Any], period: Period, link: str | None = N
     slo = tables["slo"]
     spent = slo[slo["budget_remaining_s"] < 0].sort_values("burn_rate", ascending=False)
     if not spent.empty:
+        more = f" and {len(spent) - SUMMARY_NAMES} more" if len(spent) > SUMMARY_NAMES else ""
         lines.append("Error budget spent: " + ", ".join(
-            f"{row.target} (burn rate {row.burn_rate:.2f})" for row in spent.itertuples()) + ".")
+            f"{row.target} (burn rate {row.burn_rate:.2f})"
+            for row in spent.head(SUMMARY_NAMES).itertuples()) + more + ".")
     if link:
         lines.append(link)
     return "\n".join(lines)

@@ -355,7 +355,8 @@ def check_syslog(messages: list[bytes], entries: list[AuditEntry]) -> None:
     """Each message is one line of RFC 5424 carrying its entry, in order."""
     assert len(messages) == len(entries)
     for message, entry in zip(messages, entries, strict=True):
-        assert b"\n" not in message and b"\r" not in message
+        assert b"\n" not in message
+        assert b"\r" not in message
         parsed = parse_rfc5424(message)
         assert parsed["version"] == "1"
         warning = "refus" in entry.action

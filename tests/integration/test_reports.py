@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ import pandas as pd
 import pytest
 
 from floorwatch import store
-from floorwatch.report import TABLES, run_report_cli
 from floorwatch.reliability import load_actions, load_incidents, load_results
+from floorwatch.report import TABLES, run_report_cli
 from floorwatch.store import ProbeResultRow, Store
 
 pytestmark = pytest.mark.integration
@@ -76,7 +75,7 @@ def _fill(s: Store) -> int:
 
 
 @pytest.fixture
-def report_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def report_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A migrated SQLite store in tmp_path, named by FLOORWATCH_DATABASE_URL, holding the
     day's history; FLOORWATCH_INVENTORY points at the test inventory."""
     url = f"sqlite:///{tmp_path / 'floorwatch.db'}"
@@ -88,7 +87,7 @@ def report_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     store.upgrade(url)
     with Store(url) as s:
         _fill(s)
-    yield url
+    return url
 
 
 def test_loaders_read_typed_frames_on_both_backends(store_url: str) -> None:

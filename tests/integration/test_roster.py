@@ -101,10 +101,8 @@ def test_the_totp_secret_is_stored_encrypted_and_bound_to_name_and_role(
 ) -> None:
     """The store holds only ciphertext; another key, or a role edited in the database, makes
     it unreadable, so the person's codes are refused rather than trusted."""
-    secret = enrolled(roster, "ana", "operator")
-    with migrated.engine.connect() as conn:
-        stored = conn.execute(select(store.roster.c.totp_secret)).scalar_one()
-    plain = parse_qs(urlsplit(roster.enroll("ana", by="x")).query)["secret"][0]
+    roster.add("ana", "operator", by="cli:root")
+    plain = parse_qs(urlsplit(roster.enroll("ana", by="cli:root")).query)["secret"][0]
     secret = decode_secret(plain)
     with migrated.engine.connect() as conn:
         stored = conn.execute(select(store.roster.c.totp_secret)).scalar_one()
