@@ -24,6 +24,7 @@ def sweep_deployment_name(zone: str, probe_kind: str) -> str:
 def build_deployments(inventory: Inventory, inventory_path: Path) -> list[Any]:
     """The deployments for one inventory (RunnerDeployment objects for ``prefect.serve``)."""
     from flows.housekeeping import check_inventory
+    from flows.notifications import notifications_deployment
     from flows.sweep import sweep_zone
 
     path = str(inventory_path.resolve())
@@ -50,6 +51,7 @@ def build_deployments(inventory: Inventory, inventory_path: Path) -> list[Any]:
             )
         )
     deployments.extend(escalation_deployments(path))
+    deployments.append(notifications_deployment(path))
     deployments.extend(runbook_deployments())
     return deployments
 

@@ -12,7 +12,9 @@ from prefect import flow
 from tasks.inventory import cached_inventory
 from tasks.notify import INVENTORY_ENV, deliver_outbox, load_notification_channels
 
-DELIVERY_INTERVAL_S = 5
+# Every delivery run is a flow run in its own process (about 2 s of CPU): 10 s keeps a
+# 2-core demo machine free, and a message waits at most that long.
+DELIVERY_INTERVAL_S = 10
 DEPLOYMENT_NAME = "deliver-notifications"
 
 

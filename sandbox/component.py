@@ -18,6 +18,9 @@ class Component(ABC):
     """
 
     name: str
+    # Chaos mode picks its faults from parts where this is True: the platform, not the
+    # stand-ins for the team's chat services.
+    chaos: bool = True
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout

@@ -187,8 +187,8 @@ class Platform:
             active = self.active_faults()
             choices = [
                 (fault, target)
-                for faults in self.catalogue().values()
-                for fault, targets in faults.items()
+                for component in self.components if component.chaos
+                for fault, targets in component.faults().items()
                 for target in targets
                 if fault not in active.get(target, [])
             ]

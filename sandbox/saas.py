@@ -109,6 +109,7 @@ class SaasStandIns(Component):
     """Slack, Telegram and SMS stand-ins with fault injection (see the module docstring)."""
 
     name = "saas"
+    chaos = False  # stand-ins for the team's chat, not the platform under watch
 
     def __init__(self, layout: Layout) -> None:
         super().__init__(layout)

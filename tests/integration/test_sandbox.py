@@ -87,7 +87,7 @@ def test_sandbox_up_is_ready_fast_listens_on_loopback_only_and_down_leaves_nothi
         assert state["ready"] is True
         assert elapsed < 15, f"sandbox took {elapsed:.1f} s to be ready"
         assert (fresh_box.dir / "sandbox.json").exists()
-        assert set(state["components"]) == {"http", "servers", "dns", "gamedb", "hall"}
+        assert set(state["components"]) == {"http", "servers", "dns", "gamedb", "hall", "saas"}
 
         pids = set(_processes_of(fresh_box)) | {state["pid"]}
         sockets = _sockets_of(pids)
