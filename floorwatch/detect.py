@@ -48,8 +48,8 @@ Maintenance
 Dependencies
     Targets are processed parents first (``depends_on``). When a parent has an incident open
     (held by the store and not resolving now, or opened in this pass) of an *unreachable* kind
-    (service_down, provider_outage, terminal_offline, cash_device_fault, or any fault of a
-    server), a child's open is still returned, with ``suppressed_by=(parent, fault)`` and the
+    (service_down, provider_outage, terminal_offline, cash_device_fault; an overloaded
+    server is not unreachable), a child's open is still returned, with ``suppressed_by=(parent, fault)`` and the
     parent's ``parent_incident_id`` when the store holds one: the flow records it linked and
     starts no runbook. With several parents down, the first in ``depends_on`` order wins, and
     its first fault in name order.
@@ -161,8 +161,14 @@ class Decisions:
 
 
 def is_unreachable(target: Target, fault_kind: str) -> bool:
-    """Whether ``fault_kind`` on ``target`` means it cannot be reached (children fail too)."""
-    return target.kind == TargetKind.SERVER or fault_kind in UNREACHABLE_FAULTS
+    """Whether ``fault_kind`` on ``target`` means it cannot be reached (children fail too).
+
+    Only faults of reachability count, for servers too: an overloaded server still serves,
+    and its children's own faults must not be hidden behind it (measured: a busy machine
+    opened infrastructure_overload on both servers and silenced a hung game engine).
+    """
+    del target  # the same rule for every kind
+    return fault_kind in UNREACHABLE_FAULTS
 
 
 # -- series ------------------------------------------------------------------------------------

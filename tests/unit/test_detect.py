@@ -409,7 +409,7 @@ def test_parent_and_child_failing_in_one_pass_open_parent_first(inventory: Inven
 
 
 def test_only_unreachable_parents_suppress_children(inventory: Inventory) -> None:
-    """A parent with a wrong answer does not suppress; any fault of a server does."""
+    """A parent with a wrong answer or an overload does not suppress; an outage does."""
     api = [bad("api", i, "api_integration_error", message="bad json") for i in range(3)]
     lobby = [bad("lobby", i) for i in range(3)]
     decisions = run(inventory, [*api, *lobby])
@@ -417,7 +417,11 @@ def test_only_unreachable_parents_suppress_children(inventory: Inventory) -> Non
 
     overload = [bad("app-1", i, "infrastructure_overload", probe="ssh_metrics") for i in range(3)]
     decisions = run(inventory, [*overload, *api])
-    assert decisions.opens[1].suppressed_by == ("app-1", "infrastructure_overload")
+    assert decisions.opens[1].suppressed_by is None
+
+    down = [bad("app-1", i, "service_down", probe="ssh_metrics") for i in range(3)]
+    decisions = run(inventory, [*down, *api])
+    assert decisions.opens[1].suppressed_by == ("app-1", "service_down")
 
 
 def test_parent_resolving_in_the_same_pass_does_not_suppress(inventory: Inventory) -> None:
@@ -445,7 +449,7 @@ def test_states_summarise_each_target_for_the_dashboard(inventory: Inventory) ->
     ]
     decisions = run(inventory, results)
     assert decisions.states == {
-        "api": "up", "lobby": "unknown", "app-1": "down", "login": "degraded",
+        "api": "up", "lobby": "unknown", "app-1": "degraded", "login": "degraded",
         "game-db": "unknown", "wallet": "maintenance",
     }
     held = run(inventory, results, [incident(4, "lobby", "delivery_failure")])
