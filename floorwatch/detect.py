@@ -70,7 +70,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from floorwatch.catalogue import FaultKind, TargetKind
+from floorwatch.catalogue import FaultKind
 from floorwatch.inventory import Inventory, MaintenanceWindow, Target
 from floorwatch.results import ProbeResult, probe_id
 

@@ -94,7 +94,7 @@ def decode_config_push(argument: str, target: str = TARGET) -> str:
     """The configuration a CONFIG-PUSH argument carries."""
     try:
         return base64.b64decode(argument, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text, bad UTF-8
         raise ProtocolError(target, f"CONFIG-PUSH argument is not base64 UTF-8: {exc}") from exc
 
 

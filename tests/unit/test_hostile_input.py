@@ -196,12 +196,6 @@ def test_console_requests_and_config_pushes_of_any_bytes(raw: bytes) -> None:
             console.decode_config_push(request.argument)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="known bug, reported: decode_config_push lets base64's ValueError escape for a "
-    "non-ASCII str (only reachable by calling it directly: parse_request yields ASCII)",
-)
 def test_console_config_push_of_non_ascii_text_is_a_protocol_error() -> None:
     """A non-ASCII argument is a ProtocolError like any other bad base64."""
     with pytest.raises(ProtocolError):
