@@ -49,8 +49,9 @@ Dependencies
     Targets are processed parents first (``depends_on``). When a parent has an incident open
     (held by the store and not resolving now, or opened in this pass) of an *unreachable* kind
     (service_down, provider_outage, terminal_offline, cash_device_fault; an overloaded
-    server is not unreachable), a child's open is still returned, with ``suppressed_by=(parent, fault)`` and the
-    parent's ``parent_incident_id`` when the store holds one: the flow records it linked and
+    server is not unreachable), a child's open is still returned, with
+    ``suppressed_by=(parent, fault)`` and the parent's ``parent_incident_id`` when the store
+    holds one: the flow records it linked and
     starts no runbook. With several parents down, the first in ``depends_on`` order wins, and
     its first fault in name order.
 
