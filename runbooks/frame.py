@@ -36,10 +36,13 @@ from prefect.input import RunInput
 from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
+from floorwatch.audit import AuditLog, sinks_from_env
 from floorwatch.catalogue import FINANCIAL_FAULTS, Policy, RunbookName
 from floorwatch.errors import AdapterError, FloorwatchError, VerificationFailed
 from floorwatch.inventory import Inventory, Probe, Target
 from floorwatch.results import ProbeResult, now_utc
+from floorwatch.roster import Roster
+from floorwatch.security import APPROVE, REJECT, required_role
 from floorwatch.store import IncidentRow, Store
 from tasks.inventory import cached_inventory
 from tasks.notify import notify_timeline, secret_values
@@ -72,6 +75,9 @@ class RunbookParams(BaseModel):
         default="ops", description="Who starts this run (automation for triggered runs)"
     )
     reason: str = Field(default="", description="Why, in a few words")
+    code: str = Field(
+        default="", description="Your one-time code from your authenticator app (people only)"
+    )
     lock_timeout_s: float = Field(
         default=DEFAULT_LOCK_TIMEOUT_S, gt=0,
         description="How long to wait for another runbook on the same target",
@@ -87,6 +93,7 @@ class ApprovalInput(RunInput):
 
     approve: bool = False
     approver: str = ""
+    code: str = ""  # the approver's one-time code
     reason: str = ""
 
 
@@ -97,6 +104,7 @@ class Outcome(StrEnum):
     TARGET_BUSY = "target_busy"      # another runbook holds the target
     DRY_RUN = "dry_run"              # plan only
     DIAGNOSED = "diagnosed"          # a diagnosis-only run
+    REFUSED = "refused"              # the person asking may not (code, role, unknown)
 
 
 @dataclass
@@ -142,6 +150,7 @@ class RunContext:
     flow_run_id: str | None
     automatic: bool
     credentials: dict[str, Any] = field(default_factory=dict)
+    audit: AuditLog | None = None
 
     def timeline(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         if self.incident is not None:
@@ -166,6 +175,13 @@ class RunContext:
             # Only actions on the platform spend the budget; looking and escalating do not.
             automatic=self.automatic and outcome != "planned" and step not in NOT_ACTIONS,
         )
+        if self.audit is not None:
+            self.audit.record(
+                actor=self.actor, action=f"runbook.{step}", subject=self.target.name,
+                details={"runbook": str(self.runbook), "outcome": outcome,
+                         "incident_id": self.incident.id if self.incident else None,
+                         "flow_run_id": self.flow_run_id, "parameters": parameters or {}},
+            )
 
 
 Planner = Callable[[RunContext, Diagnosis], Awaitable[Plan]]
@@ -304,14 +320,30 @@ async def run_runbook(
             raise FloorwatchError(
                 f"incident #{incident.id} is about {incident.target}, not {target.name}"
             )
+        audit = AuditLog(store, sinks_from_env())
         ctx = RunContext(
             runbook=runbook, params=params, inventory=inventory, target=target, zone=zone,
             incident=incident, store=store, flow_run_id=flow_run_id,
             automatic=params.requested_by == AUTOMATION,
-            credentials=await load_target_credentials(target),
+            credentials=await load_target_credentials(target), audit=audit,
         )
         report = Report(runbook=str(runbook), target=target.name, outcome=Outcome.ESCALATED,
                         incident_id=incident.id if incident else None)
+        refusal = authorize_request(ctx, run)
+        if refusal is not None:
+            report.outcome = Outcome.REFUSED
+            report.reason = refusal
+            ctx.timeline("refused", refusal)
+            if incident is None:  # no incident thread to tell: tell the team directly
+                from tasks.notify import post_summary
+
+                with contextlib.suppress(FloorwatchError):
+                    post_summary(refusal, title="Runbook refused", store=store,
+                                 inventory=inventory, key=f"refused-{flow_run_id}")
+            get_run_logger().warning(refusal)
+            await publish_report(ctx, report)
+            audit.close()
+            return report.as_dict()
         from prefect.concurrency.asyncio import concurrency
 
         lock = await ensure_target_lock(target.name)
@@ -327,7 +359,35 @@ async def run_runbook(
             ctx.timeline("target_busy", report.reason)
             logger.warning(report.reason)
         await publish_report(ctx, report)
+        audit.close()
     return report.as_dict()
+
+
+def authorize_request(ctx: RunContext, run: Any) -> str | None:
+    """None when the requester may run this runbook; else the refusal (already audited).
+
+    A person needs their one-time code and the runbook's least role (``floorwatch.security``).
+    ``automation`` needs no code, but only automation may say so: a run started from a
+    deployment claims it only when a Prefect automation created it; in-process calls (the
+    sweep's fast path, tests) are code already trusted on this machine.
+    """
+    assert ctx.audit is not None
+    what = f"{ctx.runbook} on {ctx.target.name}"
+    if ctx.automatic:
+        flow_run = getattr(run, "flow_run", None)
+        created_by = getattr(flow_run, "created_by", None)
+        if getattr(flow_run, "deployment_id", None) and getattr(created_by, "type", None) != \
+                "AUTOMATION":
+            refusal = (f"refused: {what} claims to be automation but was started by hand; "
+                       "people start runbooks with their own name and one-time code")
+            ctx.audit.record(actor="unknown", action="runbook.refused", subject=ctx.target.name,
+                             details={"runbook": str(ctx.runbook), "reason": refusal})
+            return refusal
+        return None
+    roster = Roster(ctx.store, ctx.audit)
+    decision = roster.authenticate(ctx.params.requested_by, ctx.params.code,
+                                   required_role(str(ctx.runbook)), what=what)
+    return None if decision.allowed else f"refused: {decision.reason}"
 
 
 async def _locked(
@@ -409,6 +469,16 @@ async def _locked(
             decision = await ask_approval(ctx, diagnosis, report, approval_timeout_s)
             if decision is None:
                 await escalate(ctx, report, f"no approval within {approval_timeout_s} s")
+                return
+            assert ctx.audit is not None
+            verdict = Roster(ctx.store, ctx.audit).authenticate(
+                decision.approver, decision.code,
+                required_role(APPROVE if decision.approve else REJECT, str(ctx.runbook)),
+                what=f"{'approve' if decision.approve else 'reject'} {ctx.runbook} on "
+                     f"{ctx.target.name}",
+            )
+            if not verdict.allowed:
+                await escalate(ctx, report, f"approval refused: {verdict.reason}")
                 return
             if not decision.approve:
                 await escalate(ctx, report, f"rejected by {decision.approver or 'someone'}: "
