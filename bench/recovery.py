@@ -65,6 +65,9 @@ def fast_inventory(layout: Layout) -> dict[str, Any]:
     for zone in document["zones"]:
         for target in zone["targets"]:
             if target["name"] in watched:
+                # The bench breaks the same target again and again: lift the remediation
+                # budget, or the fourth repair in an hour is (rightly) escalated instead.
+                target["budget"] = {"max_actions": 1000, "window": 3600}
                 for probe in target["probes"]:
                     probe["interval"] = FAST_INTERVAL_S
                     probe["timeout"] = min(probe["timeout"], 4)

@@ -142,7 +142,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
     if args.inventory:
         os.environ["FLOORWATCH_INVENTORY"] = args.inventory
     try:
-        print(ack_incident(args.incident, args.person, args.note))
+        print(ack_incident(args.incident, args.person, args.note, args.code))
     except (FloorwatchError, ValueError) as exc:
         print(f"floorwatch: {exc}", file=sys.stderr)
         return 1
@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ack", help="acknowledge an incident (stops its escalation)")
     p.add_argument("incident", type=int)
     p.add_argument("--person", required=True, help="who acknowledges")
+    p.add_argument("--code", default="", help="your one-time code from your authenticator app")
     p.add_argument("--note", default="")
     p.add_argument("--inventory", default=None,
                    help="inventory file (default: FLOORWATCH_INVENTORY or the example)")

@@ -18,6 +18,7 @@ from floorwatch.inventory import load_inventory
 from floorwatch.results import now_utc
 from floorwatch.store import IncidentRow, Store, upgrade
 from tasks.escalation import acknowledge, escalate_unacknowledged_incidents
+from tests.fixtures.runbooks import People
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,15 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
         yield opened
 
 
+@pytest.fixture
+def people(store: Store, monkeypatch: pytest.MonkeyPatch) -> People:
+    """People enrolled on the test store's roster, each with a real authenticator secret."""
+    from floorwatch.roster import new_roster_key
+
+    monkeypatch.setenv("FLOORWATCH_ROSTER_KEY", new_roster_key())
+    return People(str(store.url))
+
+
 def open_incident(store: Store, target: str, ago_s: float = 0.0) -> IncidentRow:
     detected = now_utc() - timedelta(seconds=ago_s)
     return store.open_incident(
@@ -83,7 +93,7 @@ def outbox(store: Store, incident_id: int) -> list[tuple[str, str]]:
 
 
 async def test_unacknowledged_incident_climbs_per_timeout_and_acknowledged_one_stops(
-    prefect_harness: str, inventory_file: Path, store: Store
+    prefect_harness: str, inventory_file: Path, store: Store, people: People
 ) -> None:
     """Through the flows: the unacknowledged incident calls devops after one timeout and
     backend after two, then stops at the top; the acknowledged one never climbs, and its
@@ -97,7 +107,9 @@ async def test_unacknowledged_incident_climbs_per_timeout_and_acknowledged_one_s
     first = await escalate_unacknowledged(inventory_path=str(inventory_file))
     assert {o["incident_id"]: o["verdict"] for o in first} == {loud.id: "wait",
                                                               quiet.id: "wait"}
-    acked = await acknowledge_incident(incident_id=quiet.id, person="ana", note="on it")
+    ana = people.enroll("operator", name="ana")
+    acked = await acknowledge_incident(incident_id=quiet.id, person=ana, note="on it",
+                                       code=people.code(ana))
     assert acked["state"] == "acknowledged"
 
     deadline = time.monotonic() + 5 * ACK_TIMEOUT_S
@@ -160,29 +172,63 @@ def test_remediating_incident_is_acknowledged_without_leaving_remediation(
 
 
 def test_cli_acknowledgement_refuses_twice_resolved_and_unknown_incidents(
-    inventory_file: Path, store: Store
+    inventory_file: Path, store: Store, people: People
 ) -> None:
     """`floorwatch ack` answers a line to print, and refuses with the reason: already taken
     (naming who), resolved, or no such incident."""
     from runbooks.acknowledge import ack_incident
 
+    def code(person: str) -> str:  # a fresh person per acknowledgement: codes are spent
+        return people.code(people.enroll("operator", name=person))
+
     incident = open_incident(store, "api-gateway")
-    line = ack_incident(incident.id, "ana", "looking")
+    line = ack_incident(incident.id, "ana", "looking", code("ana"))
     assert line.startswith(f"incident #{incident.id} (api-gateway service_down")
     assert line.endswith("acknowledged by ana: looking (now acknowledged)")
 
     with pytest.raises(PolicyError, match="already acknowledged by ana"):
-        ack_incident(incident.id, "bo")
+        ack_incident(incident.id, "bo", code=code("bo"))
     assert [e for e, _ in outbox(store, incident.id)] == ["acknowledged"]
 
     fixed = open_incident(store, "user-service")
     store.set_incident_state(fixed.id, "resolved", message="recovered")
     with pytest.raises(PolicyError, match="is resolved"):
-        ack_incident(fixed.id, "ana")
+        ack_incident(fixed.id, "cy", code=code("cy"))
     with pytest.raises(StoreError, match="no incident #999"):
-        ack_incident(999, "ana")
-    with pytest.raises(ValueError, match="name of the person"):
-        ack_incident(incident.id, " ")
+        ack_incident(999, "di", code=code("di"))
+
+
+def test_acknowledgement_without_a_valid_code_is_refused_audited_and_changes_nothing(
+    inventory_file: Path, store: Store, people: People
+) -> None:
+    """A wrong code, a replayed code, an unknown or blank name: each is refused with the
+    reason, audited as a refusal, and the incident stays open with nothing queued."""
+    from runbooks.acknowledge import ack_incident
+
+    incident = open_incident(store, "api-gateway")
+    other = open_incident(store, "user-service")
+    ana = people.enroll("operator", name="ana")
+    good = people.code(ana)
+    wrong = f"{(int(good) + 1) % 1_000_000:06d}"
+
+    with pytest.raises(PolicyError, match=rf"incident #{incident.id} refused: .*code"):
+        ack_incident(incident.id, ana, "looking", wrong)
+    ack_incident(other.id, ana, "looking", good)
+    with pytest.raises(PolicyError, match="already used"):
+        ack_incident(incident.id, ana, "looking", good)
+    with pytest.raises(PolicyError, match="unknown person 'zed'"):
+        ack_incident(incident.id, "zed", "looking", good)
+    with pytest.raises(PolicyError, match="refused"):
+        ack_incident(incident.id, " ", "looking", good)
+
+    row = store.get_incident(incident.id)
+    assert (row.state, row.acknowledged_at) == ("open", None)
+    assert [e.kind for e in store.events(incident.id)] == ["opened"]
+    assert outbox(store, incident.id) == []
+    refusals = [e for e in store.audit_entries() if e.action == "auth.refused"]
+    assert len(refusals) == 4
+    assert all(e.subject == f"acknowledge incident #{incident.id}" for e in refusals)
+    assert store.get_incident(other.id).state == "acknowledged"
 
 
 def test_incident_of_an_unknown_zone_fails_loudly_but_others_still_climb(

@@ -74,7 +74,7 @@ async def test_hung_terminal_shows_console_status_and_version(
     from runbooks.diagnose_target import diagnose_target
 
     sandbox_platform.inject("terminal_hung", "hall-1-t01")
-    report = await diagnose_target(target="hall-1-t01")
+    report = await diagnose_target(target="hall-1-t01", **runbook_env["person"]("operator"))
 
     assert report["outcome"] == "diagnosed", report
     status = report["evidence"]["console"]["status"]
@@ -93,7 +93,7 @@ async def test_wrong_dns_record_shows_answers_against_expected_and_backup(
     from runbooks.diagnose_target import diagnose_target
 
     sandbox_platform.inject("dns_wrong", "gateway-dns")
-    report = await diagnose_target(target="gateway-dns")
+    report = await diagnose_target(target="gateway-dns", **runbook_env["person"]("operator"))
 
     assert report["outcome"] == "diagnosed", report
     answers = report["evidence"]["dns"]
@@ -123,7 +123,7 @@ async def test_unreachable_ssh_leaves_evidence_unavailable_and_the_run_completes
     inventory.write_text(moved)
     monkeypatch.setenv("FLOORWATCH_INVENTORY", str(inventory))
 
-    report = await diagnose_target(target="app-primary")
+    report = await diagnose_target(target="app-primary", **runbook_env["person"]("operator"))
 
     assert report["outcome"] == "diagnosed", report
     evidence = report["evidence"]
@@ -167,7 +167,8 @@ async def test_dry_run_on_an_endpoint_looks_at_its_server_and_changes_nothing(
 
     sandbox_platform.inject("service_crash", "app-primary")
     before = sandbox_platform.status()["active_faults"]
-    report = await diagnose_target(target="app-primary-game-engine", dry_run=True)
+    report = await diagnose_target(target="app-primary-game-engine", dry_run=True,
+                                   **runbook_env["person"]("operator"))
 
     assert report["outcome"] == "dry_run"
     assert report["plan"] == []

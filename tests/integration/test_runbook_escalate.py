@@ -146,7 +146,7 @@ async def test_stuck_payments_diagnosed_by_hand_are_escalated_with_their_ids(
                             "payment_processing_delay")
 
     report = await diagnose_target(target="game-db", incident_id=incident_id,
-                                   requested_by="ops-alice")
+                                   **runbook_env["person"]("operator"))
 
     assert report["outcome"] == "escalated", report
     listed = report["evidence"]["financial"]["stuck_payments"]
@@ -177,7 +177,8 @@ async def test_dry_run_escalation_hands_nothing_over(
     before = _pending_rows(runbook_env, "bets", 10)
     incident_id = _incident(runbook_env["store_url"], "game-db", "online-core", "stuck_bets")
 
-    report = await escalate(target="game-db", incident_id=incident_id, dry_run=True)
+    report = await escalate(target="game-db", incident_id=incident_id, dry_run=True,
+                            **runbook_env["person"]("operator"))
 
     assert report["outcome"] == "dry_run"
     assert report["plan"] == []

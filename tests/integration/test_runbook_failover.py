@@ -117,8 +117,8 @@ async def test_fail_back_returns_the_record_to_its_primary_set(
     from runbooks.fail_over_dns import fail_over_dns
 
     _gateway(sandbox_credentials).replace(DNS_GATEWAY_NAME, "A", BACKUP)
-    report = await fail_over_dns(target="gateway-dns", to="primary", requested_by="alice",
-                                 reason="primary repaired")
+    report = await fail_over_dns(target="gateway-dns", to="primary", reason="primary repaired",
+                                 **platform["person"]("administrator"))
     assert report["outcome"] == "resolved", report
     assert report["plan"][0]["rollback"] == f"restore {DNS_GATEWAY_NAME} A to 127.0.10.2"
     assert _gateway(sandbox_credentials).query(DNS_GATEWAY_NAME, "A") == PRIMARY
@@ -132,7 +132,8 @@ async def test_dns_dry_run_plans_the_switch_and_changes_nothing(
 
     sandbox_platform.inject("dns_wrong", "gateway-dns")
     wrong = _gateway(sandbox_credentials).query(DNS_GATEWAY_NAME, "A")
-    report = await fail_over_dns(target="gateway-dns", dry_run=True)
+    report = await fail_over_dns(target="gateway-dns", dry_run=True,
+                                 **platform["person"]("administrator"))
     assert report["outcome"] == "dry_run"
     (step,) = report["plan"]
     assert step["parameters"]["record"] == DNS_GATEWAY_NAME
@@ -181,7 +182,8 @@ async def test_server_failover_dry_run_changes_nothing(
     from runbooks.fail_over_server import fail_over_server
 
     sandbox_platform.inject("service_crash", "app-primary")
-    report = await fail_over_server(target="app-primary", dry_run=True)
+    report = await fail_over_server(target="app-primary", dry_run=True,
+                                    **platform["person"]("administrator"))
     assert report["outcome"] == "dry_run"
     plan = {p["step"]: p["parameters"] for p in report["plan"]}
     assert list(plan) == ["start-standby", "move-traffic", "fence-primary"]

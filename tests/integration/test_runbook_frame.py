@@ -43,10 +43,11 @@ async def test_two_runbooks_on_one_target_only_one_acts(
     the target's lock within its timeout, ends as target_busy and acts on nothing."""
     from runbooks.restart_service import restart_service
 
+    people = runbook_env["person"]
     sandbox_platform.inject("service_crash", "app-primary")
     reports = await asyncio.gather(
-        restart_service(target=TARGET, requested_by="alice", lock_timeout_s=0.5),
-        restart_service(target=TARGET, requested_by="bob", lock_timeout_s=0.5),
+        restart_service(target=TARGET, lock_timeout_s=0.5, **people("technician")),
+        restart_service(target=TARGET, lock_timeout_s=0.5, **people("technician")),
     )
     outcomes = sorted(r["outcome"] for r in reports)
     assert outcomes == ["resolved", "target_busy"], reports
@@ -138,8 +139,10 @@ async def test_approval_through_the_prefect_api(
         approval_timeout_s=60,
     ))
     paused = await _paused_run(prefect_client)
+    carol = runbook_env["person"].enroll("technician", name="carol")
     await aresume_flow_run(paused.id, run_input={
-        "approve": approve, "approver": "carol", "reason": "checked the diagnosis",
+        "approve": approve, "approver": carol, "code": runbook_env["person"].code(carol),
+        "reason": "checked the diagnosis",
     })
     report = await asyncio.wait_for(run, 90)
     assert report["outcome"] == outcome, report

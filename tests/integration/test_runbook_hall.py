@@ -160,7 +160,8 @@ async def test_bill_jam_survives_the_reset_so_verification_fails_and_people_are_
     sandbox_platform.inject("bill_jam", "hall-1-t03-bill")
     incident_id = _incident(runbook_env["store_url"], "hall-1-t03-bill", "cash_device_fault")
     report = await restart_terminal(target="hall-1-t03-bill", incident_id=incident_id,
-                                    verify_deadline_s=1.5, requested_by="hall-tech-maria")
+                                    verify_deadline_s=1.5,
+                                    **runbook_env["person"]("technician"))
     assert report["outcome"] == "escalated", report
     assert report["reason"].startswith("verification failed at verify:")
     assert "bill jammed in transport" in report["reason"]
@@ -256,7 +257,8 @@ async def test_dry_run_redeploy_plans_the_push_and_leaves_the_stale_config(
 
     sandbox_platform.inject("stale_config", "hall-1-t01")
     before = await _status(sandbox_inventory, "hall-1-t01")
-    report = await redeploy_config(target="hall-1-t01", dry_run=True)
+    report = await redeploy_config(target="hall-1-t01", dry_run=True,
+                                   **runbook_env["person"]("administrator"))
     assert report["outcome"] == "dry_run"
     [step] = report["plan"]
     assert step["parameters"]["config_file"] == str(TERMINAL_CONFIG_FILE)
@@ -276,7 +278,8 @@ async def test_redeploy_config_refuses_a_target_that_is_not_a_terminal(
     the problem to people with that reason."""
     from runbooks.redeploy_config import redeploy_config
 
-    report = await redeploy_config(target="hall-1-t02-printer")
+    report = await redeploy_config(target="hall-1-t02-printer",
+                                   **runbook_env["person"]("administrator"))
     assert report["outcome"] == "escalated"
     assert "only terminals take a configuration" in report["reason"]
     assert report["steps"] == []

@@ -52,7 +52,8 @@ async def test_dry_run_plans_the_restart_and_changes_nothing(
     from runbooks.restart_service import restart_service
 
     sandbox_platform.inject("service_crash", "app-primary")
-    report = await restart_service(target="app-primary-game-engine", dry_run=True)
+    report = await restart_service(target="app-primary-game-engine", dry_run=True,
+                                   **runbook_env["person"]("technician"))
     assert report["outcome"] == "dry_run"
     assert report["plan"][0]["parameters"]["service"] == "game-engine"
     assert "restart game-engine" in report["plan"][0]["parameters"]["command"]
@@ -66,4 +67,4 @@ async def test_unknown_target_fails_with_a_clear_message(runbook_env: dict[str, 
     from runbooks.restart_service import restart_service
 
     with pytest.raises(LookupError, match="unknown target 'app-tertiary'"):
-        await restart_service(target="app-tertiary")
+        await restart_service(target="app-tertiary", **runbook_env["person"]("technician"))
