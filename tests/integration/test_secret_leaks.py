@@ -20,8 +20,8 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from floorwatch.audit import export
-from floorwatch.notify import DEFAULT_BLOCKS
 from floorwatch.catalogue import Channel
+from floorwatch.notify import DEFAULT_BLOCKS
 from floorwatch.store import Store, metadata
 from sandbox.control import Sandbox
 from sandbox.inventory import inventory_document
