@@ -51,11 +51,12 @@ async def diagnose_target(
     target: str,
     incident_id: int | None = None,
     dry_run: bool = False,
-    requested_by: str = "ops",
+    requested_by: str = "",
+    code: str = "",
     reason: str = "",
 ) -> dict[str, Any]:
     """Diagnose a target (service states, journal, console, DNS answers...) and report."""
-    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run,
+    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run, code=code,
                            requested_by=requested_by, reason=reason)
     planner = DiagnosisOnly()
     report = await run_runbook(RunbookName.DIAGNOSE_TARGET, params, planner.plan, diagnose)

@@ -57,10 +57,11 @@ async def escalate(
     target: str,
     incident_id: int | None = None,
     dry_run: bool = False,
-    requested_by: str = "ops",
+    requested_by: str = "",
+    code: str = "",
     reason: str = "",
 ) -> dict[str, Any]:
     """Hand the target's incident, with its diagnosis, to the zone's escalation contacts."""
-    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run,
+    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run, code=code,
                            requested_by=requested_by, reason=reason)
     return await run_runbook(RunbookName.ESCALATE, params, planner, diagnose)

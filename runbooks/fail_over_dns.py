@@ -148,12 +148,13 @@ async def fail_over_dns(
     to: RecordSet = "backup",
     incident_id: int | None = None,
     dry_run: bool = False,
-    requested_by: str = "ops",
+    requested_by: str = "",
+    code: str = "",
     reason: str = "",
     verify_deadline_s: float = DEFAULT_VERIFY_DEADLINE_S,
 ) -> dict[str, Any]:
     """Point a DNS record at its backup set (or back at its primary set) and verify it."""
-    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run,
+    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run, code=code,
                            requested_by=requested_by, reason=reason)
     return await run_runbook(RunbookName.FAIL_OVER_DNS, params, planner(to), diagnose,
                              verify_deadline_s=verify_deadline_s)

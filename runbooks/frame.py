@@ -72,7 +72,7 @@ class RunbookParams(BaseModel):
         default=False, description="Produce the full plan and act on nothing"
     )
     requested_by: str = Field(
-        default="ops", description="Who starts this run (automation for triggered runs)"
+        default="", description="Your name on the roster (automation for triggered runs)"
     )
     reason: str = Field(default="", description="Why, in a few words")
     code: str = Field(

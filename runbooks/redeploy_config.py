@@ -117,7 +117,8 @@ async def redeploy_config(
     target: str,
     incident_id: int | None = None,
     dry_run: bool = False,
-    requested_by: str = "ops",
+    requested_by: str = "",
+    code: str = "",
     reason: str = "",
 ) -> dict[str, Any]:
     """Deliver a terminal's configuration over its console and verify it runs it.
@@ -129,6 +130,6 @@ async def redeploy_config(
         requested_by: Who starts this run (automation for triggered runs).
         reason: Why, in a few words.
     """
-    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run,
+    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run, code=code,
                            requested_by=requested_by, reason=reason)
     return await run_runbook(RunbookName.REDEPLOY_CONFIG, params, plan, diagnose)

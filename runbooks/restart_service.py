@@ -83,13 +83,14 @@ async def restart_service(
     service: str | None = None,
     incident_id: int | None = None,
     dry_run: bool = False,
-    requested_by: str = "ops",
+    requested_by: str = "",
+    code: str = "",
     reason: str = "",
     lock_timeout_s: float = 30.0,
     approval_timeout_s: int = 900,
 ) -> dict[str, Any]:
     """Restart a service on a server over SSH and verify the target answers again."""
-    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run,
+    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run, code=code,
                            requested_by=requested_by, reason=reason,
                            lock_timeout_s=lock_timeout_s, approval_timeout_s=approval_timeout_s)
     return await run_runbook(RunbookName.RESTART_SERVICE, params, planner(service), diagnose)

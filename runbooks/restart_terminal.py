@@ -289,7 +289,8 @@ async def restart_terminal(
     verify_deadline_s: float = DEFAULT_VERIFY_DEADLINE_S,
     incident_id: int | None = None,
     dry_run: bool = False,
-    requested_by: str = "ops",
+    requested_by: str = "",
+    code: str = "",
     reason: str = "",
 ) -> dict[str, Any]:
     """Reboot a terminal or reset a bill acceptor over its serial line and verify it is back
@@ -304,7 +305,7 @@ async def restart_terminal(
         requested_by: Who starts this run (automation for triggered runs).
         reason: Why, in a few words.
     """
-    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run,
+    params = RunbookParams(target=target, incident_id=incident_id, dry_run=dry_run, code=code,
                            requested_by=requested_by, reason=reason)
     return await run_runbook(RunbookName.RESTART_TERMINAL, params, planner(boot_timeout_s),
                              diagnose, verify_deadline_s=verify_deadline_s)

@@ -110,7 +110,7 @@ SLACK_TRANSIENT: Final = frozenset(
 # Timeline kinds of the runbook frame that people hear about in chat.
 TIMELINE_NOTIFIED: Final = frozenset(
     {"diagnosis", "approval_requested", "approved", "step", "step_failed", "failed",
-     "rolled_back", "rollback_failed", "dry_run", "target_busy", "report"}
+     "rolled_back", "rollback_failed", "dry_run", "target_busy", "refused", "report"}
 )
 MAX_FIELDS: Final = 8
 BLOCK_TYPES: Final[dict[Channel, type[BaseModel]]] = {

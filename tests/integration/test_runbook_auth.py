@@ -89,7 +89,7 @@ async def test_refused_request_acts_on_nothing_and_is_audited_and_announced(
     assert "runbook_started" not in [e.kind for e in events]
     refused = [e for e in events if e.kind == "refused"]
     assert [e.message for e in refused] == [report["reason"]]
-    assert any(n.event == "refused" for n in outbox), [n.event for n in outbox]
+    assert [n.event for n in outbox] == [f"refused#{refused[0].id}"]
     assert [(e.action, e.subject) for e in new_audit] == [("auth.refused", RESTART_WHAT)]
     assert new_audit[0].details["claimed"] == request["requested_by"]
     assert new_audit[0].details["refusal"] == kind
