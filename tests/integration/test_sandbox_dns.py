@@ -33,18 +33,14 @@ from sandbox.topology import (
     Layout,
     free_base_port,
 )
+from tests.fixtures.sandbox import started
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def sandbox_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxDns]:
-    component = SandboxDns(Layout(tmp_path_factory.mktemp("dns") / "sb", free_base_port()))
-    try:
-        component.start()
-        yield component
-    finally:
-        component.stop()
+    yield from started(SandboxDns(Layout(tmp_path_factory.mktemp("dns") / "sb", free_base_port())))
 
 
 @pytest.fixture

@@ -25,18 +25,15 @@ from sandbox.gamedb import (
     payment_outcomes,
 )
 from sandbox.topology import GAMEDB_NAME, HOST, Layout, free_base_port
+from tests.fixtures.sandbox import started
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def sandbox_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GameDatabase]:
-    component = GameDatabase(Layout(tmp_path_factory.mktemp("gamedb") / "sb", free_base_port()))
-    try:
-        component.start()
-        yield component
-    finally:
-        component.stop()
+    layout = Layout(tmp_path_factory.mktemp("gamedb") / "sb", free_base_port())
+    yield from started(GameDatabase(layout))
 
 
 @pytest.fixture

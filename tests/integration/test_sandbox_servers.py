@@ -19,6 +19,7 @@ from floorwatch.errors import SandboxError
 from sandbox.servers import AppServers
 from sandbox.supervisor import SvcClient
 from sandbox.topology import HOST, SERVER_SERVICES, SERVERS, Layout, free_base_port
+from tests.fixtures.sandbox import started
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +28,7 @@ PRIMARY, STANDBY = list(SERVERS)
 
 @pytest.fixture(scope="module")
 def app_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServers]:
-    component = AppServers(Layout(tmp_path_factory.mktemp("srv") / "sb", free_base_port()))
-    try:
-        component.start()
-        yield component
-    finally:
-        component.stop()
+    yield from started(AppServers(Layout(tmp_path_factory.mktemp("srv") / "sb", free_base_port())))
 
 
 @pytest.fixture
