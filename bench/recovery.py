@@ -161,7 +161,8 @@ def main() -> int:
     results: dict[str, list[dict[str, float]]] = {f: [] for f in faults}
     try:
         api = f"http://127.0.0.1:{port}/api"
-        wait_for(lambda: _deployments(api) >= 10, 180, "the main job's deployments", 1.0)
+        auth = home / "prefect" / "api-auth"
+        wait_for(lambda: _deployments(api, auth) >= 10, 180, "the main job's deployments", 1.0)
         print(f"main job up (home {home}); warming up 30 s", flush=True)
         time.sleep(30)
         settle(store_url)
@@ -195,9 +196,13 @@ def main() -> int:
     return 0
 
 
-def _deployments(api: str) -> int:
+def _deployments(api: str, auth_file: Path) -> int:
+    if not auth_file.exists():
+        return 0
+    user, _, password = auth_file.read_text().strip().partition(":")
     try:
-        response = httpx.post(f"{api}/deployments/count", json={}, timeout=2)
+        response = httpx.post(f"{api}/deployments/count", json={}, timeout=2,
+                              auth=(user, password))
     except httpx.HTTPError:
         return 0
     return int(response.json()) if response.status_code == 200 else 0

@@ -56,7 +56,8 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
     try:
         server.start()
         os.environ.update(server.env())
-        print(f"Prefect UI: {server.ui_url}")
+        print(f"Prefect UI: {server.ui_url} (it asks for the API credential in "
+              f"{server.home / 'api-auth'})")
         # Prefect reads its settings at import: import it only now that they are set.
         from prefect import serve
 

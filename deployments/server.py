@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +20,22 @@ from floorwatch.errors import FloorwatchError
 STARTUP_TIMEOUT_S = 90.0
 
 
+AUTH_FILE = "api-auth"
+
+
+def api_auth_string(home: Path) -> str:
+    """The Prefect API's basic-auth credential (``user:password``), made on first use and
+    kept in ``<home>/api-auth`` (mode 600): the server refuses requests without it, and the
+    UI asks for it."""
+    path = home / AUTH_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"floorwatch:{secrets.token_urlsafe(24)}\n")
+    return path.read_text().strip()
+
+
 def prefect_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str]:
     """Settings every Floorwatch process shares with its Prefect server.
 
@@ -28,7 +45,10 @@ def prefect_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str
     not pay the heartbeat thread's second.
     """
     api_url = f"http://{host}:{port}/api"
+    auth = api_auth_string(home)
     return {
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+        "PREFECT_API_AUTH_STRING": auth,
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": api_url,
         "PREFECT_UI_API_URL": api_url,
@@ -68,7 +88,7 @@ class PrefectServer:
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
-        if _healthy(self.api_url):
+        if _healthy(self.api_url, api_auth_string(self.home)):
             raise FloorwatchError(
                 f"something already answers on {self.ui_url}; stop it or choose another --port"
             )
@@ -88,7 +108,7 @@ class PrefectServer:
                     f"prefect server exited with code {self.proc.returncode}; "
                     f"see {self.log_path}:\n{self._tail()}"
                 )
-            if _healthy(self.api_url):
+            if _healthy(self.api_url, api_auth_string(self.home)):
                 return self
             time.sleep(0.25)
         self.stop()
@@ -122,8 +142,10 @@ class PrefectServer:
         self.stop()
 
 
-def _healthy(api_url: str) -> bool:
+def _healthy(api_url: str, auth: str) -> bool:
+    user, _, password = auth.partition(":")
     try:
-        return httpx.get(f"{api_url}/health", timeout=1.0).status_code == 200
+        response = httpx.get(f"{api_url}/health", timeout=1.0, auth=(user, password))
+        return response.status_code == 200
     except httpx.HTTPError:
         return False

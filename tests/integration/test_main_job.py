@@ -56,7 +56,12 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(tmp_path: Path) 
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        with httpx.Client(base_url=api, timeout=10) as client:
+        auth_file = tmp_path / "home" / "prefect" / "api-auth"
+        user, _, password = _wait_for(
+            lambda: auth_file.exists() and auth_file.read_text().strip(), 60, "the API credential"
+        ).partition(":")
+        assert oct(auth_file.stat().st_mode & 0o777) == "0o600"
+        with httpx.Client(base_url=api, timeout=10, auth=(user, password)) as client:
             def deployment() -> dict | None:  # type: ignore[type-arg]
                 if proc.poll() is not None:
                     raise AssertionError((tmp_path / "main.log").read_text())
@@ -67,6 +72,10 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(tmp_path: Path) 
                 return r.json() if r.status_code == 200 else None
 
             dep = _wait_for(deployment, 120, "the check-inventory deployment")
+            # The API is protected: without the credential the server refuses.
+            refused = httpx.get(f"{api}/deployments/name/check-inventory/check-inventory",
+                                timeout=10)
+            assert refused.status_code == 401
             assert dep["parameters"]["inventory_path"] == str(ROOT / "inventory.example.yaml")
 
             created = _api(client, "POST", f"/deployments/{dep['id']}/create_flow_run", {})
