@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -24,9 +23,8 @@ from floorwatch.catalogue import Channel
 from floorwatch.notify import DEFAULT_BLOCKS
 from floorwatch.store import Store, metadata
 from sandbox.control import Sandbox
-from sandbox.inventory import inventory_document
-from sandbox.topology import Layout
 from tests.fixtures.postgres import free_port
+from tests.fixtures.sandbox import fast_inventory_file
 
 pytestmark = pytest.mark.integration
 
@@ -41,18 +39,8 @@ MIN_KEY_LINE = 20
 @pytest.fixture
 def fast_inventory(sandbox_platform: Sandbox, tmp_path: Path) -> Path:
     """The sandbox's inventory with online-core's probes every second, opening after two."""
-    state = sandbox_platform.describe()
-    layout = Layout(Path(state["dir"]), state["base_port"], state["terminals"])
-    document = inventory_document(layout)
-    for zone in document["zones"]:
-        if zone["name"] == "online-core":
-            for target in zone["targets"]:
-                for probe in target["probes"]:
-                    probe.update(interval=INTERVAL, timeout=0.8, failures_to_open=FAILURES,
-                                 successes_to_resolve=2)
-    path = tmp_path / "fast-inventory.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    return fast_inventory_file(sandbox_platform, tmp_path / "fast-inventory.yaml",
+                               "online-core", INTERVAL, FAILURES)
 
 
 @pytest.fixture

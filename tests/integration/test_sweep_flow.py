@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from floorwatch import store
 from floorwatch.store import Store
 from sandbox.control import Sandbox
-from sandbox.inventory import inventory_document
-from sandbox.topology import Layout
+from tests.fixtures.sandbox import fast_inventory_file
 
 INTERVAL = 1.0
 FAILURES = 3
@@ -25,18 +23,8 @@ FAILURES = 3
 @pytest.fixture
 def fast_inventory(sandbox_platform: Sandbox, tmp_path: Path) -> Path:
     """The sandbox's inventory with the providers' probes every second."""
-    state = sandbox_platform.describe()
-    layout = Layout(Path(state["dir"]), state["base_port"], state["terminals"])
-    document = inventory_document(layout)
-    for zone in document["zones"]:
-        if zone["name"] == "providers":
-            for target in zone["targets"]:
-                for probe in target["probes"]:
-                    probe.update(interval=INTERVAL, timeout=0.8, failures_to_open=FAILURES,
-                                 successes_to_resolve=2)
-    path = tmp_path / "inventory.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    return fast_inventory_file(sandbox_platform, tmp_path / "inventory.yaml", "providers",
+                               INTERVAL, FAILURES)
 
 
 @pytest.fixture
