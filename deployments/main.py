@@ -7,8 +7,12 @@ it all in reverse order.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from floorwatch import store
@@ -16,6 +20,43 @@ from floorwatch.errors import InventoryError
 from floorwatch.inventory import load_inventory
 
 HOME = Path(os.environ.get("FLOORWATCH_HOME", ".floorwatch"))
+
+
+SHUTDOWN_GRACE_S = 15.0
+
+
+def _bound_shutdown(grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    """Make Ctrl-C (or SIGTERM) stop the job within ``grace_s``: the runner waits for its
+    flow run processes, and one still starting (pending on a concurrency slot) can wait a
+    long time; after the grace period those processes are killed, so the runner returns
+    and the server and sandbox are stopped in the ``finally`` below."""
+
+    def reap() -> None:
+        time.sleep(grace_s)
+        for pid in _children(os.getpid()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"prefect.engine" in cmdline:
+                    os.kill(pid, signal.SIGKILL)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        threading.Thread(target=reap, name="bounded-shutdown", daemon=True).start()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
 
 
 def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -> int:
@@ -72,6 +113,7 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
 
         deployments = build_deployments(inventory, inventory_path)
         print(f"serving {len(deployments)} deployments; Ctrl-C stops everything")
+        _bound_shutdown()
         serve(*deployments, print_starting_message=False)
     except KeyboardInterrupt:
         pass

@@ -187,12 +187,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 # -- main job ---------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
     from deployments.main import run_main_job
 
-    return run_main_job(
+    code = run_main_job(
         inventory_path=Path(args.inventory), sandbox=not args.no_sandbox, chaos=args.chaos,
         port=args.port,
     )
+    # Everything started is stopped by now; an interrupted Prefect runner can leave
+    # non-daemon threads behind that would keep the interpreter alive, so leave at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
