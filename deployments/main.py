@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import os
 import signal
 import sys
@@ -24,27 +26,57 @@ from floorwatch.inventory import load_inventory
 HOME = Path(os.environ.get("FLOORWATCH_HOME", ".floorwatch"))
 
 
-SHUTDOWN_GRACE_S = 15.0
+DRAIN_S = 15.0  # flow runs in progress get this long to finish after Ctrl-C
+REAP_AFTER_S = 15.0  # then this long to be cancelled before they are killed
 
 
 def _reap_flow_run_processes(grace_s: float) -> None:
-    """After ``grace_s``, kill flow run processes the runner is still waiting for (one still
-    starting, pending on a concurrency slot, can wait a long time), so shutdown is bounded."""
+    """After ``grace_s``, kill flow run processes the runner is still waiting for (one stuck
+    in start-up or ignoring its cancellation), so shutdown is bounded."""
     time.sleep(grace_s)
     for pid in _children(os.getpid()):
         with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"prefect.engine" in cmdline:
-                os.kill(pid, signal.SIGKILL)
+                if os.getpgid(pid) == pid:  # its own group: take what it started with it
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
 
 
-async def _serve_until_signalled(deployments: list[Any], grace_s: float = SHUTDOWN_GRACE_S) -> None:
-    """Serve ``deployments`` until SIGINT or SIGTERM, then stop the runner in its own loop.
+def _isolate_flow_run_processes() -> None:
+    """Start each flow run process in its own session.
 
-    A signal only sets an event: the runner is stopped with ``astop()`` (its flow runs are
-    cancelled and its schedules paused), never by a KeyboardInterrupt raised in the middle of
-    whatever the loop was doing. After ``grace_s`` the flow run processes still alive are
-    killed, and a second Ctrl-C interrupts at once.
+    Ctrl-C in a terminal signals the whole foreground process group. Flow run processes in
+    that group would get it too and die mid-step with a traceback, reported as crashed,
+    before the runner could cancel them in order. Prefect's engine starter has the option
+    (its workspace starter uses it, "so a group-wide SIGTERM cannot beat the caller's
+    intent"); the runner does not expose it, so the main job sets it for its runner. If a
+    Prefect release drops the option, the job still runs, and says so.
+    """
+    import prefect.runner.runner as runner_module
+    from prefect.runner._starter_engine import EngineCommandStarter
+
+    if "isolate_process_group" not in inspect.signature(EngineCommandStarter).parameters:
+        print("warning: this Prefect cannot start flow runs in their own session; Ctrl-C "
+              "will reach them directly", file=sys.stderr)
+        return
+    runner_module.EngineCommandStarter = functools.partial(  # type: ignore[misc]
+        EngineCommandStarter, isolate_process_group=True,
+    )
+
+
+async def _serve_until_signalled(deployments: list[Any], drain_s: float = DRAIN_S) -> None:
+    """Serve ``deployments`` until SIGINT or SIGTERM, then stop the runner in order.
+
+    A signal only sets an event; the stop happens in the runner's own loop, never as a
+    KeyboardInterrupt raised in the middle of whatever the loop was doing:
+    1. no new flow runs are started;
+    2. the flow runs in progress get up to ``drain_s`` to finish (a sweep takes a second or
+       two; a runbook half-way through a failover is better finished than cut);
+    3. the runner stops: what still runs is cancelled, and the schedules are paused.
+    Should a flow run process still hang on, it is killed ``REAP_AFTER_S`` later; a second
+    Ctrl-C interrupts at once.
     """
     from prefect.runner import Runner
 
@@ -54,14 +86,16 @@ async def _serve_until_signalled(deployments: list[Any], grace_s: float = SHUTDO
     def request_stop(signum: int, _frame: object = None) -> None:
         if stop.is_set():
             return
-        print(f"{signal.Signals(signum).name}: stopping (a second Ctrl-C interrupts at once)",
+        print(f"{signal.Signals(signum).name}: stopping; flow runs in progress get up to "
+              f"{drain_s:g} s to finish (a second Ctrl-C interrupts at once)",
               file=sys.stderr, flush=True)
-        threading.Thread(target=_reap_flow_run_processes, args=(grace_s,),
+        threading.Thread(target=_reap_flow_run_processes, args=(drain_s + REAP_AFTER_S,),
                          name="bounded-shutdown", daemon=True).start()
         loop.remove_signal_handler(signal.SIGINT)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         loop.call_soon_threadsafe(stop.set)
 
+    _isolate_flow_run_processes()
     runner = Runner(pause_on_shutdown=True)
     # The runner installs its own SIGTERM handler when it starts, one that exits the
     # process from inside the loop; route SIGTERM to the same orderly stop instead.
@@ -74,6 +108,15 @@ async def _serve_until_signalled(deployments: list[Any], grace_s: float = SHUTDO
         await stop.wait()
         while not runner.started:  # a signal during start-up: let it finish starting
             await asyncio.sleep(0.1)
+        runner.stopping = True
+        runner._scheduled_run_poller.stopping = True  # no new flow runs from here on
+        deadline = loop.time() + drain_s
+        while runner._process_manager.flow_run_ids() and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        left = len(runner._process_manager.flow_run_ids())
+        if left:
+            print(f"cancelling {left} flow run(s) still in progress", file=sys.stderr,
+                  flush=True)
         await runner.astop()
 
     watcher = asyncio.create_task(stop_when_asked())

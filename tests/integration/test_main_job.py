@@ -56,7 +56,7 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
     proc = subprocess.Popen(
         [sys.executable, "-m", "floorwatch.cli", "run", "--no-sandbox", "--port", str(port),
          "--inventory", str(ROOT / "inventory.example.yaml")],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
         auth_file = tmp_path / "home" / "prefect" / "api-auth"
@@ -111,9 +111,11 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
         store = tmp_path / "home" / "floorwatch.db"
         assert store.exists()
     finally:
-        proc.send_signal(stop_signal)
+        # Ctrl-C in a terminal (and a service manager's stop) signals the whole process
+        # group, not only the main process.
+        os.killpg(proc.pid, stop_signal)
         try:
-            proc.wait(timeout=40)
+            proc.wait(timeout=75)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
@@ -122,8 +124,13 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
     assert "Prefect UI: http://127.0.0.1:" in output
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{api}/health", timeout=2)
-    # The signal stops the runner in order (its schedules paused), and nothing anywhere,
-    # while serving or while stopping, ends in a traceback.
-    assert f"{stop_signal.name}: stopping" in output, output
-    assert "All deployments have been paused!" in output, output
-    assert "Traceback" not in output, output
+    # The signal stops the runner in order (its schedules paused). Nothing fails while
+    # serving, and the stop itself raises nothing. Only a flow run still going when the drain
+    # time is up is cancelled, and Prefect's engine in that run's process may then print how
+    # it was terminated; the job says so first.
+    serving, stopped, stopping = output.partition(f"{stop_signal.name}: stopping")
+    assert stopped, output
+    assert "Traceback" not in serving, output
+    assert "All deployments have been paused!" in stopping, output
+    if "Traceback" in stopping:
+        assert "flow run(s) still in progress" in stopping.split("Traceback")[0], output
