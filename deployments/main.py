@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from floorwatch import store
-from floorwatch.errors import InventoryError
+from floorwatch.errors import InventoryError, SandboxError
 from floorwatch.inventory import load_inventory
 
 HOME = Path(os.environ.get("FLOORWATCH_HOME", ".floorwatch"))
@@ -167,18 +167,28 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
     sandbox_state = None
     server = None
     try:
-        if sandbox:
+        if sandbox and inventory.sandbox is not None:
             from sandbox.control import Sandbox
 
-            box = Sandbox(HOME / "sandbox")
+            wanted = inventory.sandbox
+            box = Sandbox(wanted.dir)
             if box.pid() is None:
-                sandbox_state = box.up(chaos=chaos or None)
-                print(f"sandbox ready in {sandbox_state['ready_s']} s"
+                sandbox_state = box.up(base_port=wanted.base_port, terminals=wanted.terminals,
+                                       chaos=chaos or None)
+                print(f"sandbox in {wanted.dir} ready in {sandbox_state['ready_s']} s"
                       + (f", chaos every {chaos:g} s" if chaos else ""))
             else:
                 sandbox_state = box.describe()
                 box = None  # someone else's sandbox: use it, leave it running
-                print("sandbox already running; using it")
+                if sandbox_state.get("base_port") != wanted.base_port:
+                    print(f"a sandbox already runs in {wanted.dir} on base port "
+                          f"{sandbox_state.get('base_port')}, but the inventory describes "
+                          f"base port {wanted.base_port}; stop it with `floorwatch sandbox "
+                          f"down --dir {wanted.dir}`", file=sys.stderr)
+                    return 1
+                print(f"sandbox already running in {wanted.dir}; using it")
+        elif sandbox:
+            print("no sandbox: the inventory describes a platform, not the sandbox")
 
         server = PrefectServer(HOME / "prefect", port=port)
         server.start()
@@ -200,6 +210,9 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
         asyncio.run(_serve_until_signalled(deployments))
     except KeyboardInterrupt:
         pass
+    except SandboxError as exc:
+        print(f"the sandbox could not start: {exc}", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up itself is not interrupted
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

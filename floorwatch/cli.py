@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: store, Prefect server and UI, deployments")
     p.add_argument("--inventory", default=DEFAULT_INVENTORY)
     p.add_argument("--no-sandbox", action="store_true",
-                   help="do not start the sandbox platform (for a real inventory)")
+                   help="do not start the sandbox the inventory describes (its `sandbox:` section)")
     p.add_argument("--chaos", type=float, default=300.0, metavar="SECONDS",
                    help="sandbox chaos interval (default 300; 0 turns chaos off)")
     p.add_argument("--port", type=int, default=4200, help="Prefect server and UI port")

@@ -463,6 +463,21 @@ class Defaults(_Model):
     slo: Slo = Slo()
 
 
+class SandboxSection(_Model):
+    """The sandbox platform an inventory describes, if it describes one: the main job starts
+    it there (its folder, relative to the inventory's, and its base port), so the devices,
+    files and ports the inventory names are the ones the sandbox has."""
+
+    dir: Annotated[Path, BeforeValidator(_check_path_text)]
+    base_port: Annotated[int, Strict(), Field(ge=1024, le=65000)] = 18000
+    terminals: Annotated[int, Strict(), Field(ge=1, le=64)] = 8
+
+    @field_validator("dir")
+    @classmethod
+    def _resolve_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
 class Contact(_Model):
     """Someone to reach: a Slack channel, an email address, a Telegram chat or a phone."""
 
@@ -850,6 +865,8 @@ class Inventory(_Model):
     maintenance: tuple[MaintenanceWindow, ...] = ()
     remediation: dict[FaultKindField, RemediationRule] = Field(default_factory=dict)
     routing: tuple[RoutingRule, ...] = ()
+    # Set only in an inventory of the sandbox platform (``inventory.example.yaml``).
+    sandbox: SandboxSection | None = None
 
     _targets: dict[str, Target] = PrivateAttr(default_factory=dict)
     _zone_of: dict[str, Zone] = PrivateAttr(default_factory=dict)

@@ -222,6 +222,9 @@ def inventory_document(layout: Layout, relative_to: Path | None = None) -> dict[
              "start": "2026-12-01T02:00:00", "end": "2026-12-01T04:00:00",
              "timezone": "Europe/Malta"},
         ],
+        # The main job starts this sandbox, here, for this inventory.
+        "sandbox": {"dir": _rel(layout.dir, relative_to), "base_port": layout.base_port,
+                    "terminals": layout.terminals},
     }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from sandbox.topology import free_base_port
 
@@ -46,7 +47,18 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
 ) -> None:
     """`floorwatch run` serves check-inventory on a local Prefect server; a run requested
     through the API completes with its artifact, and SIGINT or SIGTERM stops it in order,
-    with no traceback and no server behind."""
+    with no traceback and no server behind. The Ctrl-C run refuses the sandbox with
+    --no-sandbox; the SIGTERM run has an inventory without a `sandbox:` section, so no
+    sandbox is started for it at all."""
+    if stop_signal == signal.SIGINT:
+        inventory = ROOT / "inventory.example.yaml"
+        flags = ["--no-sandbox"]
+    else:
+        document = yaml.safe_load((ROOT / "inventory.example.yaml").read_text())
+        del document["sandbox"]
+        inventory = tmp_path / "platform.yaml"
+        inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+        flags = []
     port = free_base_port(span=1)
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items()
@@ -54,8 +66,8 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
     env["FLOORWATCH_HOME"] = str(tmp_path / "home")
     log = (tmp_path / "main.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "floorwatch.cli", "run", "--no-sandbox", "--port", str(port),
-         "--inventory", str(ROOT / "inventory.example.yaml")],
+        [sys.executable, "-m", "floorwatch.cli", "run", *flags, "--port", str(port),
+         "--inventory", str(inventory)],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -79,7 +91,7 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
             refused = httpx.get(f"{api}/deployments/name/check-inventory/check-inventory",
                                 timeout=10)
             assert refused.status_code == 401
-            assert dep["parameters"]["inventory_path"] == str(ROOT / "inventory.example.yaml")
+            assert dep["parameters"]["inventory_path"] == str(inventory)
 
             created = _api(client, "POST", f"/deployments/{dep['id']}/create_flow_run", {})
             assert created.status_code == 201, created.text
@@ -122,6 +134,9 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
         log.close()
     output = (tmp_path / "main.log").read_text()
     assert "Prefect UI: http://127.0.0.1:" in output
+    assert "sandbox in " not in output, output
+    assert "sandbox already running" not in output, output
+    assert ("no sandbox: the inventory describes a platform" in output) == (not flags), output
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{api}/health", timeout=2)
     # The signal stops the runner in order (its schedules paused). Nothing fails while

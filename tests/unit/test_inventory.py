@@ -1024,3 +1024,36 @@ def test_relative_sqlite_url_is_relative_to_the_inventory(tmp_path: Path) -> Non
     )
     assert inventory.target("db").connection.url == f"sqlite:///{tmp_path}/state/game.db"
     assert inventory.target("pg").connection.url == "postgresql+psycopg://u@127.0.0.1:5432/game"
+
+
+# -- the sandbox section --------------------------------------------------------------------
+
+
+def test_sandbox_section_resolves_against_the_inventory_folder(tmp_path: Path) -> None:
+    """An inventory of the sandbox says where the sandbox lives; a platform's has no section."""
+    path = tmp_path / "site" / "inventory.yaml"
+    path.parent.mkdir()
+    path.write_text(HEAD + "      - {name: web, kind: http_service,"
+                    " connection: {url: 'http://127.0.0.1:8080/'}}\n"
+                    "sandbox: {dir: .floorwatch/sandbox, base_port: 19000}\n")
+    section = load_inventory(path).sandbox
+    assert section is not None
+    assert (section.dir, section.base_port, section.terminals) == (
+        tmp_path / "site" / ".floorwatch" / "sandbox", 19000, 8)
+    assert parse_inventory(HEAD + "      - {name: web, kind: http_service,"
+                           " connection: {url: 'http://127.0.0.1:8080/'}}\n").sandbox is None
+
+
+def test_bad_sandbox_section_is_located() -> None:
+    """A port the sandbox cannot use, a missing folder or an unknown key is refused in place."""
+    target = "  - {name: web, kind: http_service, connection: {url: 'http://127.0.0.1:8080/'}}\n"
+    found = problems(HEAD + textwrap.indent(target, "    ") + textwrap.dedent("""\
+        sandbox:
+          base_port: 80
+          terminal: 4
+        """))
+    assert found == [
+        "inventory.yaml:9 sandbox.dir: required",
+        "inventory.yaml:10 sandbox.base_port: must be >= 1024",
+        "inventory.yaml:11 sandbox.terminal: unknown key 'terminal'",
+    ], found
