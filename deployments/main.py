@@ -27,7 +27,10 @@ HOME = Path(os.environ.get("FLOORWATCH_HOME", ".floorwatch"))
 
 
 DRAIN_S = 15.0  # flow runs in progress get this long to finish after Ctrl-C
-REAP_AFTER_S = 15.0  # then this long to be cancelled before they are killed
+REAP_AFTER_S = 15.0
+# Flow run processes the runner keeps for runbooks, acknowledgements and announcements on top
+# of one per scheduled deployment (see ``process_limit``).
+RUNBOOK_SLOTS = 4  # then this long to be cancelled before they are killed
 
 
 def _reap_flow_run_processes(grace_s: float) -> None:
@@ -42,6 +45,18 @@ def _reap_flow_run_processes(grace_s: float) -> None:
                     os.killpg(pid, signal.SIGKILL)
                 else:
                     os.kill(pid, signal.SIGKILL)
+
+
+def process_limit(deployments: list[Any], runbook_slots: int = RUNBOOK_SLOTS) -> int:
+    """How many flow run processes the runner may run at once.
+
+    Prefect's default is 5 for the whole runner, so on a busy platform an incident's runbook
+    waited behind sweeps for a free slot (measured: 6-22 s). A scheduled deployment never
+    overlaps itself (concurrency limit 1, late runs cancelled), so together they hold at most
+    one process each; the limit adds ``runbook_slots`` to that, and a runbook always finds
+    a slot unless that many runbooks already run.
+    """
+    return sum(1 for d in deployments if getattr(d, "schedules", None)) + runbook_slots
 
 
 def _isolate_flow_run_processes() -> None:
@@ -96,7 +111,7 @@ async def _serve_until_signalled(deployments: list[Any], drain_s: float = DRAIN_
         loop.call_soon_threadsafe(stop.set)
 
     _isolate_flow_run_processes()
-    runner = Runner(pause_on_shutdown=True)
+    runner = Runner(pause_on_shutdown=True, limit=process_limit(deployments))
     # The runner installs its own SIGTERM handler when it starts, one that exits the
     # process from inside the loop; route SIGTERM to the same orderly stop instead.
     runner.handle_sigterm = request_stop  # type: ignore[method-assign]
