@@ -37,25 +37,41 @@ def _with_policy(runbook_env: dict[str, Any], policy: str, monkeypatch: pytest.M
 
 
 async def test_two_runbooks_on_one_target_only_one_acts(
-    runbook_env: dict[str, Any], sandbox_platform: Sandbox,
+    runbook_env: dict[str, Any], sandbox_platform: Sandbox, prefect_client: Any,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
-    """Started together on one target, one restarts the service; the other, unable to take
-    the target's lock within its timeout, ends as target_busy and acts on nothing."""
+    """While one runbook holds the target (here: waiting for its approval, so the overlap is
+    certain however fast or slow the machine), a second one on the same target cannot take
+    the lock within its timeout, ends as target_busy and acts on nothing; the first, once
+    approved, restarts the service. Exactly one acts."""
+    from prefect.flow_runs import aresume_flow_run
+
     from runbooks.restart_service import restart_service
 
+    _with_policy(runbook_env, "approval", monkeypatch, tmp_path)
     people = runbook_env["person"]
     sandbox_platform.inject("service_crash", "app-primary")
-    reports = await asyncio.gather(
-        restart_service(target=TARGET, lock_timeout_s=0.5, **people("technician")),
-        restart_service(target=TARGET, lock_timeout_s=0.5, **people("technician")),
-    )
-    outcomes = sorted(r["outcome"] for r in reports)
-    assert outcomes == ["resolved", "target_busy"], reports
-    busy = next(r for r in reports if r["outcome"] == "target_busy")
-    assert "busy" in busy["reason"]
-    with Store(runbook_env["store_url"]) as s:
-        restarts = s.count_automatic_actions(TARGET, since=now_utc() - timedelta(minutes=5))
-    assert restarts == 0  # people acted, not automation
+    incident_id = _incident(runbook_env["store_url"])
+    first = asyncio.create_task(restart_service(
+        target=TARGET, incident_id=incident_id, requested_by="automation",
+        approval_timeout_s=60,
+    ))
+    paused = await _paused_run(prefect_client)
+
+    second = await restart_service(target=TARGET, lock_timeout_s=1, **people("technician"))
+    assert second["outcome"] == "target_busy", second
+    assert "busy" in second["reason"]
+    assert second["steps"] == []
+    assert sandbox_platform.status()["active_faults"].get("app-primary") == ["service_crash"]
+
+    carol = people.enroll("technician", name="carol")
+    await aresume_flow_run(paused.id, run_input={
+        "approve": True, "approver": carol, "code": people.code(carol), "reason": "go",
+    })
+    report = await asyncio.wait_for(first, 90)
+    assert report["outcome"] == "resolved", report
+    assert [step["step"] for step in report["steps"]] == ["restart-service"], report["steps"]
+    assert "app-primary" not in sandbox_platform.status()["active_faults"]
 
 
 async def test_spent_budget_escalates_instead_of_acting(
