@@ -149,6 +149,26 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hold(args: argparse.Namespace) -> int:
+    import os
+
+    from runbooks import holds
+
+    if args.inventory:
+        os.environ["FLOORWATCH_INVENTORY"] = args.inventory
+    try:
+        if args.hold_command == "list":
+            print(holds.listing())
+        elif args.hold_command == "set":
+            print(holds.place(args.target, args.person, args.code, args.reason))
+        else:
+            print(holds.release(args.target, args.person, args.code))
+    except (FloorwatchError, ValueError) as exc:
+        print(f"floorwatch: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # -- analysts ---------------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
     from floorwatch.report import run_report_cli
@@ -296,6 +316,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inventory", default=None,
                    help="inventory file (default: FLOORWATCH_INVENTORY or the example)")
     p.set_defaults(func=cmd_ack)
+
+    hold = sub.add_parser("hold", help="take a target out of automation's hands, or give it "
+                          "back").add_subparsers(dest="hold_command", required=True)
+    for name, text in (("list", "what is held, since when, by whom and why"),
+                       ("set", "hold TARGET: no incident opens for it, no runbook acts on it"),
+                       ("release", "release TARGET: Floorwatch watches and repairs it again")):
+        p = hold.add_parser(name, help=text)
+        if name != "list":
+            p.add_argument("target")
+            p.add_argument("--person", required=True, help="who holds or releases it")
+            p.add_argument("--code", default="",
+                           help="your one-time code from your authenticator app")
+        if name == "set":
+            p.add_argument("--reason", required=True, help="why, for the team and the audit")
+        p.add_argument("--inventory", default=None,
+                       help="inventory file (default: FLOORWATCH_INVENTORY or the example)")
+        p.set_defaults(func=cmd_hold)
 
     p = sub.add_parser("run", help="the main job: store, Prefect server and UI, deployments")
     p.add_argument("--inventory", default=DEFAULT_INVENTORY)

@@ -45,6 +45,11 @@ Maintenance
     in maintenance at ``now`` opens nothing. Incidents already open can still resolve, and a
     success in maintenance counts as proof of recovery.
 
+Holds
+    A target held at run time (``on_hold``, for example a primary fenced by a failover) opens
+    nothing, and neither does anything that depends on it, directly or not: its probes fail
+    on purpose. Results are kept and count as they are; open incidents can still resolve.
+
 Dependencies
     Targets are processed parents first (``depends_on``). When a parent has an incident open
     (held by the store and not resolving now, or opened in this pass) of an *unreachable* kind
@@ -67,7 +72,7 @@ them); incidents of targets the inventory does not hold are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -278,6 +283,7 @@ class _Pass:
     now: datetime
     config: DetectionConfig
     held: dict[str, dict[str, list[OpenIncident]]]  # target -> fault -> open incidents, by id
+    on_hold: frozenset[str] = frozenset()  # held targets and everything depending on them
     opens: list[OpenDecision] = field(default_factory=list)
     resolves: list[ResolveDecision] = field(default_factory=list)
     excluded: list[ProbeResult] = field(default_factory=list)
@@ -326,7 +332,7 @@ class _Pass:
                 )
 
         in_maintenance = bool(windows) and _in_windows(windows, self.now)
-        if not in_maintenance:
+        if not in_maintenance and name not in self.on_hold:
             for decision in self.open(target, openable, held):
                 self.opens.append(decision)
                 still_open.setdefault(decision.fault_kind, None)
@@ -485,19 +491,34 @@ class _Recovery:
         return cls(max(run[0].ts for run in runs), evidence)
 
 
+def held_and_dependents(inventory: Inventory, on_hold: Collection[str]) -> frozenset[str]:
+    """The held targets and every target depending on one of them, directly or not. Names
+    the inventory does not know (a hold on a target since removed) are ignored."""
+    known = {t.name for t in inventory.targets()}
+    found: set[str] = set()
+    todo = [name for name in on_hold if name in known]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(child.name for child in inventory.children(name))
+    return frozenset(found)
+
+
 def detect(
     inventory: Inventory,
     history: Mapping[str, Sequence[ProbeResult]],
     open_incidents: Sequence[OpenIncident],
     now: datetime,
     config: DetectionConfig = DetectionConfig(),
+    on_hold: Collection[str] = (),
 ) -> Decisions:
     """Decide which incidents to open and resolve from each target's recent results.
 
     ``history`` maps a target to its recent results (all its probes), reaching back further
-    than ``config.flap_window``; ``open_incidents`` are the incidents the store holds open.
-    See the module docstring for the rules. Raises ValueError for a naive ``now`` or a result
-    filed under another target's name.
+    than ``config.flap_window``; ``open_incidents`` are the incidents the store holds open;
+    ``on_hold`` the targets held at run time. See the module docstring for the rules. Raises
+    ValueError for a naive ``now`` or a result filed under another target's name.
     """
     if now.tzinfo is None:
         raise ValueError(f"detect needs an aware now, got naive {now.isoformat()}")
@@ -505,7 +526,7 @@ def detect(
     for incident in sorted(open_incidents, key=lambda i: i.id):
         by_fault = held.setdefault(incident.target, {})
         by_fault.setdefault(incident.fault_kind, []).append(incident)
-    run = _Pass(inventory, now, config, held)
+    run = _Pass(inventory, now, config, held, held_and_dependents(inventory, on_hold))
     run.run(history)
     states = {target.name: run.states[target.name] for target in inventory.targets()}
     return Decisions(tuple(run.opens), tuple(run.resolves), tuple(run.excluded), states)

@@ -40,6 +40,8 @@ ROLES: Final[tuple[Role, ...]] = get_args(Role)  # least to most powerful
 ACKNOWLEDGE: Final = "acknowledge"
 APPROVE: Final = "approve"
 REJECT: Final = "reject"  # deciding either way on a remediation takes the same role
+HOLD: Final = "hold"  # take a target out of automation's hands
+RELEASE_HOLD: Final = "release_hold"  # give it back (traffic and repairs may return)
 
 # The least role each person action needs. Approving (or rejecting) a remediation needs the
 # role of the runbook approved: see ``required_role``.
@@ -48,6 +50,8 @@ RUNBOOK_ROLES: Final[Mapping[str, Role]] = MappingProxyType(
         RunbookName.DIAGNOSE_TARGET: "operator",
         RunbookName.ESCALATE: "operator",
         ACKNOWLEDGE: "operator",
+        HOLD: "technician",
+        RELEASE_HOLD: "administrator",
         RunbookName.RESTART_SERVICE: "technician",
         RunbookName.RESTART_TERMINAL: "technician",
         RunbookName.FAIL_OVER_SERVER: "administrator",

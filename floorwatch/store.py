@@ -284,8 +284,30 @@ roster = Table(
     CheckConstraint(_in("role", ROLES), name="role"),
 )
 
+# A target taken out of Floorwatch's hands at run time (a fenced primary): no incident opens
+# for it or what runs on it, and no runbook acts on it, until a person releases it.
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("target", String(200), nullable=False),
+    Column("reason", Text(), nullable=False),
+    Column("incident_id", Id, ForeignKey("incidents.id"), nullable=True),
+    Column("set_by", String(100), nullable=False),
+    Column("set_at", UtcDateTime(), nullable=False),
+    Column("released_at", UtcDateTime(), nullable=True),
+    Column("released_by", String(100), nullable=True),
+)
+Index(
+    "uq_holds_one_active",
+    holds.c.target,
+    unique=True,
+    sqlite_where=literal_column("released_at IS NULL"),
+    postgresql_where=literal_column("released_at IS NULL"),
+)
+
 TABLES: Final = (
-    probe_results, incidents, incident_events, actions, notifications, audit_log, roster
+    probe_results, incidents, incident_events, actions, notifications, audit_log, roster, holds
 )
 
 
@@ -386,6 +408,19 @@ class RosterRow(_Row):
     added_at: datetime
     enrolled_at: datetime | None
     removed_at: datetime | None
+
+
+class HoldRow(_Row):
+    """A hold on a target; active while ``released_at`` is None."""
+
+    id: int
+    target: str
+    reason: str
+    incident_id: int | None
+    set_by: str
+    set_at: datetime
+    released_at: datetime | None
+    released_by: str | None
 
 
 # --------------------------------------------------------------------------- engine & URL
@@ -1345,6 +1380,53 @@ class Store:
             query = query.where(roster.c.removed_at.is_(None))
         with self._tx("reading the roster") as conn:
             return [RosterRow.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+
+    # -- holds -------------------------------------------------------------------------------
+
+    def place_hold(self, target: str, reason: str, set_by: str, incident_id: int | None = None,
+                   now: datetime | None = None) -> tuple[HoldRow, bool]:
+        """Hold ``target``; returns the active hold and whether this call placed it (a target
+        already held keeps its first hold, reason and all)."""
+        when = _aware(now, "now") if now is not None else _utcnow()
+        h = holds
+        active = (h.c.target == target) & h.c.released_at.is_(None)
+        with self._tx(f"holding {target}") as conn:
+            found = conn.execute(select(h).where(active)).mappings().first()
+            placed = found is None
+            if placed:
+                try:
+                    conn.execute(h.insert(), {
+                        "target": target, "reason": reason, "incident_id": incident_id,
+                        "set_by": set_by, "set_at": when,
+                    })
+                except IntegrityError as exc:
+                    raise StoreError(f"cannot hold {target}: {_reason(exc)}") from exc
+            row = conn.execute(select(h).where(active)).mappings().one()
+        return HoldRow.model_validate(dict(row)), placed
+
+    def release_hold(self, target: str, released_by: str,
+                     now: datetime | None = None) -> HoldRow:
+        """Release the active hold on ``target``; UnknownNameError when it has none."""
+        when = _aware(now, "now") if now is not None else _utcnow()
+        h = holds
+        with self._tx(f"releasing the hold on {target}") as conn:
+            row = conn.execute(
+                select(h).where(h.c.target == target, h.c.released_at.is_(None))
+            ).mappings().first()
+            if row is None:
+                raise UnknownNameError(f"{target!r} is not held")
+            conn.execute(update(h).where(h.c.id == row["id"])
+                         .values(released_at=when, released_by=released_by))
+            row = conn.execute(select(h).where(h.c.id == row["id"])).mappings().one()
+        return HoldRow.model_validate(dict(row))
+
+    def active_holds(self) -> dict[str, HoldRow]:
+        """Target -> its active hold."""
+        with self._tx("reading holds") as conn:
+            rows = conn.execute(
+                select(holds).where(holds.c.released_at.is_(None)).order_by(holds.c.id)
+            ).mappings().all()
+        return {row["target"]: HoldRow.model_validate(dict(row)) for row in rows}
 
     def set_totp_secret(
         self, name: str, role: str, encrypted: str, now: datetime | None = None

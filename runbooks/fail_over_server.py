@@ -8,7 +8,9 @@ addresses). Three steps, undone newest first when a step or the verification fai
    undo: stop the ones that were not running before (a warm standby stays warm);
 2. point the traffic record at its backup set (signed RFC 2136 update, answer checked);
    undo: restore the answer read at plan time;
-3. fence the primary: stop its services over SSH; undo: start the ones it was running.
+3. fence the primary: stop its services over SSH and hold it (``Store.place_hold``: no
+   incident opens for it or what runs on it, and no runbook acts on it, until a person runs
+   ``floorwatch hold release``); undo: release the hold, start the services it was running.
 
 A step that fails halfway undoes its own part before it fails (Prefect rolls back only
 the steps that completed).
@@ -211,6 +213,22 @@ def fence_step(ctx: RunContext, host: SshHost, primary: Target, services: list[s
     The rollback starts again those it was running."""
     stop = service_command(host, "stop", services)
     stopped: list[str] = []
+    held: list[int] = []  # the hold this run placed, if any
+
+    def hold() -> str:
+        """Hold the primary: no incident opens for it or what runs on it, and no runbook
+        (restart_service included) acts on it until a person releases it."""
+        incident = f" for incident #{ctx.incident.id}" if ctx.incident else ""
+        row, placed = ctx.store.place_hold(
+            primary.name, f"fenced by fail_over_server{incident}; traffic moved with {record}",
+            set_by=ctx.actor, incident_id=ctx.incident.id if ctx.incident else None,
+        )
+        if placed:
+            held.append(row.id)
+        note = (f"; {primary.name} held: release it with `floorwatch hold release "
+                f"{primary.name}` once it is repaired and traffic may return")
+        ctx.timeline("held", note.lstrip("; "), {"server": primary.name})
+        return note
 
     def act() -> str:
         shell = _shell(host, primary)
@@ -221,7 +239,7 @@ def fence_step(ctx: RunContext, host: SshHost, primary: Target, services: list[s
             note = (f"fencing skipped: {exc}; {primary.name} gets no traffic since {record} "
                     "moved to the standby; fence it by hand")
             ctx.timeline("fence_skipped", note, {"server": primary.name})
-            return note
+            return note + hold()
         with shell:
             before = service_states(shell, host, services)
             stopped[:] = [s for s in services if before[s]]
@@ -235,13 +253,19 @@ def fence_step(ctx: RunContext, host: SshHost, primary: Target, services: list[s
                 if not stopped:
                     raise
                 raise _failed(exc, _undo(shell, service_command(host, "start", stopped))) from exc
-        return f"{output}fenced {primary.name}: {', '.join(services)} stopped"
+        return f"{output}fenced {primary.name}: {', '.join(services)} stopped" + hold()
 
     def rollback() -> str:
+        released = ""
+        if held:
+            ctx.store.release_hold(primary.name, released_by=ctx.actor)
+            held.clear()
+            released = f"released the hold on {primary.name}; "
         if not stopped:
-            return f"nothing to start on {primary.name}: none of its services was stopped"
+            return (f"{released}nothing to start on {primary.name}: none of its services "
+                    "was stopped")
         with _shell(host, primary) as shell:
-            return _run(shell, service_command(host, "start", stopped))
+            return released + _run(shell, service_command(host, "start", stopped))
 
     return Step(
         name="fence-primary",

@@ -43,7 +43,7 @@ from floorwatch.inventory import Inventory, Probe, Target
 from floorwatch.results import ProbeResult, now_utc
 from floorwatch.roster import Roster
 from floorwatch.security import APPROVE, REJECT, required_role
-from floorwatch.store import IncidentRow, Store
+from floorwatch.store import HoldRow, IncidentRow, Store
 from tasks.inventory import cached_inventory
 from tasks.notify import notify_timeline, secret_values
 from tasks.probes import ProbeContext, run_probe
@@ -209,6 +209,26 @@ class Report:
             "diagnosis": self.diagnosis.summary if self.diagnosis else None,
             "plan": self.plan, "steps": self.steps, "times": self.times,
         }
+
+
+# -- holds ---------------------------------------------------------------------------------
+def hold_over(ctx: RunContext) -> HoldRow | None:
+    """The active hold on the run's target or on a target it depends on (the server a
+    service runs on), nearest first; None when nothing in its way is held."""
+    holds = ctx.store.active_holds()
+    if not holds:
+        return None
+    seen: set[str] = set()
+    todo = [ctx.target.name]
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in holds:
+            return holds[name]
+        todo.extend(parent.name for parent in ctx.inventory.parents(name))
+    return None
 
 
 # -- the lock ----------------------------------------------------------------------------
@@ -440,6 +460,13 @@ async def _locked(
         # Money is never moved by a machine, whoever started the run.
         plan = Plan(escalate=f"{ctx.incident.fault_kind} is a financial fault: "
                     "people decide, automation only diagnoses")
+    hold = hold_over(ctx) if plan.steps else None
+    if hold is not None:
+        # A held target (a fenced primary) is out of automation's and runbooks' hands alike.
+        plan = Plan(escalate=f"{hold.target} is held since {hold.set_at:%Y-%m-%d %H:%M:%S} UTC"
+                    f" by {hold.set_by} ({hold.reason}); nothing is done on "
+                    f"{ctx.target.name} until a person runs `floorwatch hold release "
+                    f"{hold.target}`")
     report.plan = [{"step": s.name, "summary": s.summary, "parameters": s.parameters,
                     "rollback": s.rollback_summary or None} for s in plan.steps]
     verify_targets = await resolve_verify_targets(ctx, plan)

@@ -185,7 +185,8 @@ def detect_incidents(inventory: Inventory, targets: Sequence[str]) -> dict[str, 
             targets, per_target=HISTORY_PER_TARGET, since=now - 2 * config.flap_window
         )
         unresolved = [_as_open(r) for r in store.unresolved_incidents()]
-        decisions = detect(inventory, history, unresolved, now, config)
+        decisions = detect(inventory, history, unresolved, now, config,
+                           on_hold=store.active_holds())
         outcome = apply_decisions(store, decisions, now, inventory=inventory)
     logger = get_run_logger()
     for payload in outcome.opened:

@@ -136,3 +136,29 @@ def test_ack_of_an_unknown_incident_exits_1(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "4242" in result.stderr
+
+
+def test_hold_commands_list_and_refuse_clearly(tmp_path: Path) -> None:
+    """`floorwatch hold`: an empty list says so; holding an unknown target, holding without a
+    valid code and releasing what is not held each exit 1 with the reason, holding nothing."""
+    os_env = {k: v for k, v in os.environ.items() if k != "FLOORWATCH_DATABASE_URL"}
+    env = {**os_env, "FLOORWATCH_HOME": str(tmp_path),
+           "FLOORWATCH_INVENTORY": str(ROOT / "inventory.example.yaml")}
+
+    def hold(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "floorwatch.cli", "hold", *args],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+
+    subprocess.run([sys.executable, "-m", "floorwatch.cli", "db", "upgrade"], check=True,
+                   capture_output=True, cwd=tmp_path, env=env, timeout=60)
+    assert hold("list").stdout.strip() == "nothing is held"
+    unknown = hold("set", "app-9", "--person", "dana", "--reason", "rewiring")
+    assert unknown.returncode == 1
+    assert "app-9" in unknown.stderr
+    no_code = hold("set", "app-primary", "--person", "dana", "--reason", "rewiring")
+    assert no_code.returncode == 1
+    assert "hold app-primary refused" in no_code.stderr
+    not_held = hold("release", "app-primary", "--person", "dana")
+    assert not_held.returncode == 1
+    assert "'app-primary' is not held" in not_held.stderr
+    assert hold("list").stdout.strip() == "nothing is held"

@@ -175,6 +175,55 @@ async def test_crashed_primary_fails_over_to_the_standby_and_is_fenced(
     assert [e.kind for e in events].count("step") == 3
 
 
+async def test_fenced_primary_is_held_until_a_person_releases_it(
+    platform: dict[str, Any], sandbox_platform: Sandbox,
+) -> None:
+    """After a failover the fenced primary is held: restart_service on a service it runs is
+    refused (escalated, nothing started) even for a technician; an operator may not release
+    the hold, an administrator with their code may, and the restart then goes ahead."""
+    from floorwatch.errors import PolicyError
+    from runbooks import holds
+    from runbooks.fail_over_server import fail_over_server
+    from runbooks.restart_service import restart_service
+
+    people = platform["person"]
+    sandbox_platform.inject("service_crash", "app-primary")
+    incident_id = _incident(platform["store_url"], "app-primary", "online-core")
+    report = await fail_over_server(target="app-primary", incident_id=incident_id,
+                                    requested_by="automation")
+    assert report["outcome"] == "resolved", report
+    assert "app-primary held" in report["steps"][-1]["output"]
+    with Store(platform["store_url"]) as s:
+        (hold,) = s.active_holds().values()
+        kinds = [e.kind for e in s.events(incident_id)]
+    assert (hold.target, hold.incident_id, hold.set_by) == ("app-primary", incident_id,
+                                                            "automation")
+    assert "held" in kinds
+    assert "app-primary" in holds.listing()
+
+    refused = await restart_service(target="app-primary-game-engine", **people("technician"))
+    assert refused["outcome"] == "escalated", refused
+    assert "app-primary is held" in refused["reason"]
+    assert "floorwatch hold release app-primary" in refused["reason"]
+    assert refused["steps"] == []
+    assert _services_active(sandbox_platform, "app-primary") == dict.fromkeys(SERVICES, False)
+
+    operator = people.enroll("operator")
+    with pytest.raises(PolicyError, match="refused"):
+        holds.release("app-primary", operator, people.code(operator))
+    admin = people.enroll("administrator")
+    assert "released by" in holds.release("app-primary", admin, people.code(admin))
+    with Store(platform["store_url"]) as s:
+        assert s.active_holds() == {}
+        assert "released" in [e.kind for e in s.events(incident_id)]
+        assert [e.action for e in s.audit_entries() if e.action.startswith("hold.")] == [
+            "hold.release"]
+
+    restarted = await restart_service(target="app-primary-game-engine", **people("technician"))
+    assert restarted["outcome"] == "resolved", restarted
+    assert _services_active(sandbox_platform, "app-primary")["game-engine"]
+
+
 async def test_server_failover_dry_run_changes_nothing(
     platform: dict[str, Any], sandbox_platform: Sandbox, sandbox_credentials: dict[str, Any],
 ) -> None:
@@ -225,6 +274,8 @@ async def test_failed_verification_rolls_the_failover_back_and_escalates(
     assert steps["escalate"] == "succeeded"
     assert "rolled_back" in kinds
     assert "resolved" not in kinds
+    with Store(platform["store_url"]) as s:
+        assert s.active_holds() == {}  # the hold went with the fencing it belonged to
 
 
 def test_unreachable_primary_is_not_fenced_but_recorded(

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from floorwatch import store
-from floorwatch.errors import StoreError
+from floorwatch.errors import StoreError, UnknownNameError
 from floorwatch.store import GENESIS_HASH, ProbeResultRow, Store
 from tests.fixtures.postgres import free_port
 
@@ -381,3 +381,34 @@ def test_budget_counts_only_recent_automatic_actions_on_the_target(migrated: Sto
     s.record_action(runbook="restart_service", step="plan", outcome="planned",
                     started_at=T0, target="app-primary", automatic=True)
     assert s.count_automatic_actions("app-primary", since=T0 - timedelta(hours=1)) == 2
+
+
+def test_a_target_has_one_active_hold_until_released(migrated: Store) -> None:
+    """Holding a held target keeps the first hold; release ends it; a second release, or one
+    of a target never held, is refused by name; a new hold after release is a new row."""
+    first, placed = migrated.place_hold("app-primary", "fenced", set_by="automation")
+    assert placed
+    again, placed_again = migrated.place_hold("app-primary", "other reason", set_by="alice")
+    assert (again.id, again.reason, placed_again) == (first.id, "fenced", False)
+    assert list(migrated.active_holds()) == ["app-primary"]
+
+    released = migrated.release_hold("app-primary", released_by="bob")
+    assert released.released_by == "bob"
+    assert released.released_at is not None
+    assert migrated.active_holds() == {}
+    with pytest.raises(UnknownNameError, match="'app-primary' is not held"):
+        migrated.release_hold("app-primary", released_by="bob")
+    with pytest.raises(UnknownNameError, match="'never' is not held"):
+        migrated.release_hold("never", released_by="bob")
+    second, placed = migrated.place_hold("app-primary", "fenced again", set_by="automation")
+    assert placed
+    assert second.id != first.id
+
+
+def test_one_active_hold_per_target_holds_without_the_store_api(migrated: Store) -> None:
+    """The partial unique index refuses a second active hold written behind the API's back."""
+    migrated.place_hold("app-primary", "fenced", set_by="automation")
+    row = {"target": "app-primary", "reason": "x", "set_by": "y",
+           "set_at": datetime.now(UTC)}
+    with migrated.engine.begin() as conn, pytest.raises(IntegrityError):
+        conn.execute(store.holds.insert(), row)

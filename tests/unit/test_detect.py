@@ -438,6 +438,30 @@ def test_parent_resolving_in_the_same_pass_does_not_suppress(inventory: Inventor
 # -- states, bad input, determinism ---------------------------------------------------------------
 
 
+# -- holds -------------------------------------------------------------------------------------
+
+
+def test_a_held_server_and_what_runs_on_it_open_nothing(inventory: Inventory) -> None:
+    """app-1 is held (a fenced primary): neither it nor api (on it) nor lobby (on api) opens,
+    while login, failing the same way, does; a hold on an unknown name is ignored."""
+    failing = [bad(t, i, probe="ssh_metrics" if t == "app-1" else "http")
+               for t in ("app-1", "api", "lobby", "login") for i in range(3)]
+    now = at(2) + timedelta(seconds=1)
+    decisions = detect(inventory, history(*failing), [], now, on_hold={"app-1", "gone"})
+    assert opened(decisions) == [("login", "service_down")]
+    assert decisions.states["app-1"] == "down"  # the dashboard still tells the truth
+    unheld = detect(inventory, history(*failing), [], now)
+    assert sorted(opened(unheld)) == [("api", "service_down"), ("app-1", "service_down"),
+                                      ("lobby", "service_down"), ("login", "service_down")]
+
+
+def test_an_incident_open_on_a_held_target_still_resolves(inventory: Inventory) -> None:
+    results = [bad("api", 0), ok("api", 1), ok("api", 2)]
+    decisions = detect(inventory, history(*results), [incident(4, "api")],
+                       at(2) + timedelta(seconds=1), on_hold={"app-1"})
+    assert [(r.incident_id, r.target) for r in decisions.resolves] == [(4, "api")]
+
+
 def test_states_summarise_each_target_for_the_dashboard(inventory: Inventory) -> None:
     """up, down, degraded, maintenance and unknown, for every target in the inventory."""
     results = [
