@@ -141,9 +141,10 @@ def test_roles_are_ordered_operator_technician_administrator() -> None:
 
 
 def test_every_runbook_and_person_action_has_its_least_role() -> None:
-    """Diagnosing, escalating and acknowledging need an operator, restarts a technician,
-    failovers and redeploys an administrator; approving needs the approved runbook's role."""
-    assert set(RUNBOOK_ROLES) == {*RunbookName, "acknowledge"}
+    """Diagnosing, escalating and acknowledging need an operator, restarts and placing a hold
+    a technician, failovers, redeploys and releasing a hold an administrator; approving needs
+    the approved runbook's role."""
+    assert set(RUNBOOK_ROLES) == {*RunbookName, "acknowledge", "hold", "release_hold"}
     assert {name: RUNBOOK_ROLES[name] for name in RunbookName} == {
         RunbookName.DIAGNOSE_TARGET: "operator",
         RunbookName.ESCALATE: "operator",
@@ -154,6 +155,8 @@ def test_every_runbook_and_person_action_has_its_least_role() -> None:
         RunbookName.REDEPLOY_CONFIG: "administrator",
     }
     assert required_role("acknowledge") == "operator"
+    assert required_role("hold") == "technician"
+    assert required_role("release_hold") == "administrator"
     for runbook in RunbookName:
         assert required_role("approve", runbook) == RUNBOOK_ROLES[runbook]
         assert required_role("reject", runbook) == RUNBOOK_ROLES[runbook]
