@@ -27,10 +27,11 @@ HOME = Path(os.environ.get("FLOORWATCH_HOME", ".floorwatch"))
 
 
 DRAIN_S = 15.0  # flow runs in progress get this long to finish after Ctrl-C
-REAP_AFTER_S = 15.0
-# Flow run processes the runner keeps for runbooks, acknowledgements and announcements on top
-# of one per scheduled deployment (see ``process_limit``).
-RUNBOOK_SLOTS = 4  # then this long to be cancelled before they are killed
+REAP_AFTER_S = 15.0  # then this long to be cancelled before they are killed
+# Flow run processes at once: scheduled work (sweeps, delivery, escalation) and, apart from
+# it, runs started on demand (runbooks, acknowledgements, announcements). See ``runners``.
+SCHEDULED_SLOTS = 5
+ON_DEMAND_SLOTS = 4
 
 
 def _reap_flow_run_processes(grace_s: float) -> None:
@@ -47,16 +48,16 @@ def _reap_flow_run_processes(grace_s: float) -> None:
                     os.kill(pid, signal.SIGKILL)
 
 
-def process_limit(deployments: list[Any], runbook_slots: int = RUNBOOK_SLOTS) -> int:
-    """How many flow run processes the runner may run at once.
+def split_deployments(deployments: list[Any]) -> tuple[list[Any], list[Any]]:
+    """(scheduled, on demand): each kind gets its own runner and its own process slots.
 
-    Prefect's default is 5 for the whole runner, so on a busy platform an incident's runbook
-    waited behind sweeps for a free slot (measured: 6-22 s). A scheduled deployment never
-    overlaps itself (concurrency limit 1, late runs cancelled), so together they hold at most
-    one process each; the limit adds ``runbook_slots`` to that, and a runbook always finds
-    a slot unless that many runbooks already run.
+    With one runner for everything (Prefect's default of 5 processes), an incident's runbook
+    waited behind sweeps for a free slot (measured: 6-22 s); with one slot per deployment the
+    2-core machine ran a dozen sweep processes at once and everything slowed down. Apart, the
+    sweeps keep their pace and a runbook starts as soon as the runner polls.
     """
-    return sum(1 for d in deployments if getattr(d, "schedules", None)) + runbook_slots
+    scheduled = [d for d in deployments if getattr(d, "schedules", None)]
+    return scheduled, [d for d in deployments if not getattr(d, "schedules", None)]
 
 
 def _isolate_flow_run_processes() -> None:
@@ -82,14 +83,16 @@ def _isolate_flow_run_processes() -> None:
 
 
 async def _serve_until_signalled(deployments: list[Any], drain_s: float = DRAIN_S) -> None:
-    """Serve ``deployments`` until SIGINT or SIGTERM, then stop the runner in order.
+    """Serve ``deployments`` until SIGINT or SIGTERM, then stop the runners in order.
 
-    A signal only sets an event; the stop happens in the runner's own loop, never as a
+    Two runners share the loop: one for scheduled deployments, one for those started on
+    demand (``split_deployments``). A signal only sets an event; the stop happens in the
+    loop, never as a
     KeyboardInterrupt raised in the middle of whatever the loop was doing:
     1. no new flow runs are started;
     2. the flow runs in progress get up to ``drain_s`` to finish (a sweep takes a second or
        two; a runbook half-way through a failover is better finished than cut);
-    3. the runner stops: what still runs is cancelled, and the schedules are paused.
+    3. the runners stop: what still runs is cancelled, and the schedules are paused.
     Should a flow run process still hang on, it is killed ``REAP_AFTER_S`` later; a second
     Ctrl-C interrupts at once.
     """
@@ -111,32 +114,38 @@ async def _serve_until_signalled(deployments: list[Any], drain_s: float = DRAIN_
         loop.call_soon_threadsafe(stop.set)
 
     _isolate_flow_run_processes()
-    runner = Runner(pause_on_shutdown=True, limit=process_limit(deployments))
-    # The runner installs its own SIGTERM handler when it starts, one that exits the
-    # process from inside the loop; route SIGTERM to the same orderly stop instead.
-    runner.handle_sigterm = request_stop  # type: ignore[method-assign]
+    scheduled, on_demand = split_deployments(deployments)
+    runners = [Runner(name="floorwatch-scheduled", pause_on_shutdown=True, limit=SCHEDULED_SLOTS),
+               Runner(name="floorwatch-on-demand", pause_on_shutdown=True, limit=ON_DEMAND_SLOTS)]
+    for runner, served in zip(runners, (scheduled, on_demand), strict=True):
+        # A runner installs its own SIGTERM handler when it starts, one that exits the
+        # process from inside the loop; route SIGTERM to the same orderly stop instead.
+        runner.handle_sigterm = request_stop  # type: ignore[method-assign]
+        for deployment in served:
+            await runner.aadd_deployment(deployment)
     loop.add_signal_handler(signal.SIGINT, request_stop, signal.SIGINT)
-    for deployment in deployments:
-        await runner.aadd_deployment(deployment)
+
+    def in_progress() -> int:
+        return sum(len(r._process_manager.flow_run_ids()) for r in runners if r.started)
 
     async def stop_when_asked() -> None:
         await stop.wait()
-        while not runner.started:  # a signal during start-up: let it finish starting
+        while not all(r.started for r in runners):  # a signal during start-up: let it start
             await asyncio.sleep(0.1)
-        runner.stopping = True
-        runner._scheduled_run_poller.stopping = True  # no new flow runs from here on
+        for runner in runners:
+            runner.stopping = True
+            runner._scheduled_run_poller.stopping = True  # no new flow runs from here on
         deadline = loop.time() + drain_s
-        while runner._process_manager.flow_run_ids() and loop.time() < deadline:
+        while in_progress() and loop.time() < deadline:
             await asyncio.sleep(0.2)
-        left = len(runner._process_manager.flow_run_ids())
-        if left:
+        if left := in_progress():
             print(f"cancelling {left} flow run(s) still in progress", file=sys.stderr,
                   flush=True)
-        await runner.astop()
+        await asyncio.gather(*(runner.astop() for runner in runners))
 
     watcher = asyncio.create_task(stop_when_asked())
     try:
-        await runner.start()
+        await asyncio.gather(*(runner.start() for runner in runners))
     finally:
         watcher.cancel()
 

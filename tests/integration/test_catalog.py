@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployments.catalog import build_deployments, sweep_deployment_name
-from deployments.main import RUNBOOK_SLOTS, process_limit
+from deployments.main import ON_DEMAND_SLOTS, split_deployments
 from floorwatch.inventory import load_inventory
 from runbooks.registry import FLOWS, deployment_name
 
@@ -32,10 +32,14 @@ def test_one_sweep_deployment_per_zone_and_probe_kind_on_its_interval() -> None:
 
 
 def test_runbooks_never_wait_behind_sweeps_for_a_process() -> None:
-    """Every scheduled deployment runs one at a time; the runner's limit leaves room for
-    RUNBOOK_SLOTS runbooks even when every one of them is running."""
+    """Scheduled deployments and those started on demand get separate runners, so every
+    runbook (and acknowledgement) is served apart from the sweeps."""
     deployments = build_deployments(load_inventory(EXAMPLE), EXAMPLE)
-    scheduled = [d for d in deployments if d.schedules]
-    assert all(d.concurrency_limit == 1 for d in scheduled if d.name != "check-inventory")
-    assert process_limit(deployments) == len(scheduled) + RUNBOOK_SLOTS
-    assert len(scheduled) > 5  # Prefect's own default limit of 5 would be taken by sweeps
+    scheduled, on_demand = split_deployments(deployments)
+    assert len(scheduled) + len(on_demand) == len(deployments)
+    assert {d.name for d in on_demand} >= {deployment_name(r) for r in FLOWS}
+    assert "acknowledge-incident" in {d.name for d in on_demand}
+    assert all(d.name.startswith("sweep-") for d in scheduled
+               if d.name not in {"check-inventory", "escalate-unacknowledged",
+                                 "deliver-notifications"})
+    assert ON_DEMAND_SLOTS >= 2
