@@ -216,22 +216,26 @@ def hold_over(ctx: RunContext) -> HoldRow | None:
     """The active hold on the run's target or on a target it depends on (the server a
     service runs on), nearest first; None when nothing in its way is held."""
     holds = ctx.store.active_holds()
-    if not holds:
-        return None
-    seen: set[str] = set()
-    todo = [ctx.target.name]
-    while todo:
-        name = todo.pop(0)
-        if name in seen:
-            continue
-        seen.add(name)
+    for name in lock_names(ctx.inventory, ctx.target) if holds else ():
         if name in holds:
             return holds[name]
-        todo.extend(parent.name for parent in ctx.inventory.parents(name))
     return None
 
 
 # -- the lock ----------------------------------------------------------------------------
+def lock_names(inventory: Inventory, target: Target) -> list[str]:
+    """The targets a runbook on ``target`` locks: itself, then everything it depends on,
+    directly or not, nearest first."""
+    names: list[str] = []
+    todo = [target.name]
+    while todo:
+        name = todo.pop(0)
+        if name not in names:
+            names.append(name)
+            todo.extend(parent.name for parent in inventory.parents(name))
+    return names
+
+
 async def ensure_target_lock(name: str) -> str:
     """The global concurrency limit (1 slot) guarding ``name``; created on first use."""
     from prefect import get_client
@@ -369,16 +373,20 @@ async def run_runbook(
             return report.as_dict()
         from prefect.concurrency.asyncio import concurrency
 
-        lock = await ensure_target_lock(target.name)
+        # The target and what it depends on (the server an endpoint's service runs on): a
+        # restart of the service and one of its server never run at once. All or nothing.
+        locks = [await ensure_target_lock(name) for name in lock_names(inventory, target)]
         wait = params.lock_timeout_s
         try:
-            async with concurrency(lock, occupy=1, timeout_seconds=wait, strict=True):
+            async with concurrency(locks, occupy=1, timeout_seconds=wait, strict=True):
                 await _locked(ctx, report, planner, diagnose, params.approval_timeout_s,
                               verify_deadline_s)
         except TimeoutError:
             report.outcome = Outcome.TARGET_BUSY
-            report.reason = (f"{target.name} is busy: another runbook holds it "
-                             f"(waited {wait:g} s); nothing done")
+            also = [n for n in lock_names(inventory, target) if n != target.name]
+            report.reason = (f"{target.name} is busy: another runbook holds it"
+                             + (f" or {', '.join(also)}" if also else "")
+                             + f" (waited {wait:g} s); nothing done")
             ctx.timeline("target_busy", report.reason)
             logger.warning(report.reason)
         await publish_report(ctx, report)

@@ -18,11 +18,11 @@ from sandbox.control import Sandbox
 TARGET = "app-primary-game-engine"
 
 
-def _incident(store_url: str, fault: str = "service_down") -> int:
+def _incident(store_url: str, fault: str = "service_down", target: str = TARGET) -> int:
     with Store(store_url) as s:
         now = now_utc()
-        return s.open_incident(target=TARGET, zone="online-core", fault_kind=fault,
-                               severity="critical", summary=f"{TARGET} {fault}",
+        return s.open_incident(target=target, zone="online-core", fault_kind=fault,
+                               severity="critical", summary=f"{target} {fault}",
                                onset_at=now - timedelta(seconds=5), detected_at=now).id
 
 
@@ -71,6 +71,40 @@ async def test_two_runbooks_on_one_target_only_one_acts(
     report = await asyncio.wait_for(first, 90)
     assert report["outcome"] == "resolved", report
     assert [step["step"] for step in report["steps"]] == ["restart-service"], report["steps"]
+    assert "app-primary" not in sandbox_platform.status()["active_faults"]
+
+
+async def test_a_runbook_on_a_server_keeps_one_on_its_service_waiting(
+    runbook_env: dict[str, Any], sandbox_platform: Sandbox, prefect_client: Any,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """A runbook locks its target and what the target depends on: while a restart on the
+    server app-primary waits for approval, one on its game-engine endpoint is target_busy."""
+    from prefect.flow_runs import aresume_flow_run
+
+    from runbooks.restart_service import restart_service
+
+    _with_policy(runbook_env, "approval", monkeypatch, tmp_path)
+    people = runbook_env["person"]
+    sandbox_platform.inject("service_crash", "app-primary")
+    incident_id = _incident(runbook_env["store_url"], target="app-primary")
+    on_server = asyncio.create_task(restart_service(
+        target="app-primary", incident_id=incident_id, requested_by="automation",
+        approval_timeout_s=60,
+    ))
+    paused = await _paused_run(prefect_client)
+
+    on_service = await restart_service(target=TARGET, lock_timeout_s=1, **people("technician"))
+    assert on_service["outcome"] == "target_busy", on_service
+    assert "or app-primary" in on_service["reason"]
+    assert on_service["steps"] == []
+
+    carol = people.enroll("technician", name="carol")
+    await aresume_flow_run(paused.id, run_input={
+        "approve": True, "approver": carol, "code": people.code(carol), "reason": "go",
+    })
+    report = await asyncio.wait_for(on_server, 90)
+    assert report["outcome"] == "resolved", report
     assert "app-primary" not in sandbox_platform.status()["active_faults"]
 
 
