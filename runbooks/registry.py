@@ -2,10 +2,13 @@
 
 The fast path: a runbook listed in ``FAST_PATH`` whose policy is automatic starts at once,
 as a subflow of the sweep that opened the incident, instead of through the event, the
-automation and the runner's poll (about 1-2 s more, measured in bench/recovery.py). It is
-for failovers, where the platform's promise is "switching in 1-2 seconds". The event is
-still emitted (with policy ``fast-path``, which no deployment trigger matches), so the UI
-shows the incident the same way.
+automation, the runner's poll and a new flow run process (1-2 s on an idle machine, 12-17 s
+on a busy one, measured in bench/recovery.py). It is for failovers, where the platform's
+promise is "switching in 1-2 seconds", and for service restarts, where it is "a crashed
+service back within 30 s". The event is still emitted (with policy ``fast-path``, which no
+deployment trigger matches), so the UI shows the incident the same way; the runbook's run
+shows as a subflow of the sweep. The sweep runs it before it ends, so that sweep's next
+run may be skipped (never overlapped).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ FLOWS: dict[RunbookName, str] = {
 }
 
 FAST_PATH: frozenset[RunbookName] = frozenset(
-    {RunbookName.FAIL_OVER_DNS, RunbookName.FAIL_OVER_SERVER}
+    {RunbookName.FAIL_OVER_DNS, RunbookName.FAIL_OVER_SERVER, RunbookName.RESTART_SERVICE}
 )
 FAST_PATH_POLICY = "fast-path"
 

@@ -34,16 +34,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
 
 from blocks import SlackChat, SmsGateway, SmtpServer, TelegramBot
+
+if TYPE_CHECKING:
+    from slack_sdk.errors import SlackApiError
 from floorwatch.catalogue import Channel
 from floorwatch.errors import FloorwatchError
 from floorwatch.inventory import Contact, Inventory
@@ -157,6 +158,9 @@ class SlackNotifier:
         self.name = name
         self.channel = channel or block.channel
         self._token = block.bot_token.get_secret_value()
+        # slack_sdk is imported here, not by every flow run process that imports this module.
+        from slack_sdk import WebClient
+
         # No retry handlers: the outbox decides when to try again, with backoff, and a
         # handler sleeping here would hold up every other channel's delivery.
         self.client = WebClient(token=self._token, base_url=block.base_url,
@@ -190,6 +194,8 @@ class SlackNotifier:
         return Delivery(ref=str(answer["ts"]), thread_ref=thread)
 
     def _call(self, method: str, **arguments: Any) -> Mapping[str, Any]:
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
         call = {"chat.postMessage": self.client.chat_postMessage,
                 "chat.update": self.client.chat_update}[method]
         try:

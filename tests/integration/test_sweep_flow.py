@@ -124,3 +124,40 @@ async def test_sweep_publishes_the_platform_status_artifact(
         rows = json.loads(rows)
     zones = [row["zone"] for row in rows]
     assert zones == ["online-core", "dns", "providers", "payments", "hall-1"]
+
+
+async def test_a_crashed_service_is_restarted_by_the_sweep_that_detects_it(
+    prefect_client: Any, sandbox_platform: Sandbox, runbook_env: dict[str, Any],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path: the sweep that opens service_down on the game engine runs
+    restart_service itself, as a subflow, and the incident's event says fast-path, so no
+    trigger starts a second run."""
+    from flows.sweep import sweep_zone
+
+    inventory = fast_inventory_file(sandbox_platform, tmp_path / "fast.yaml", "online-core",
+                                    INTERVAL, FAILURES)
+    monkeypatch.setenv("FLOORWATCH_INVENTORY", str(inventory))
+    args = {"zone": "online-core", "probe_kind": "http", "inventory_path": str(inventory)}
+    await sweep_zone(**args)  # a healthy baseline
+    sandbox_platform.inject("service_crash", "app-primary")
+    fast_path: list[dict[str, Any]] = []
+    for _ in range(8):
+        await asyncio.sleep(INTERVAL)
+        fast_path = (await sweep_zone(**args))["fast_path"]
+        if fast_path:
+            break
+    assert [(r["runbook"], r["target"], r["outcome"]) for r in fast_path] == [
+        ("restart_service", "app-primary-game-engine", "resolved")], fast_path
+    assert "app-primary" not in sandbox_platform.status()["active_faults"]
+    with Store(runbook_env["store_url"]) as s:
+        incident = s.get_incident(fast_path[0]["incident_id"])
+    assert incident.state == "resolved"
+    events: list[Any] = []
+    for _ in range(20):
+        events = await _events(prefect_client, "floorwatch.incident.opened",
+                               "floorwatch.target.app-primary-game-engine")
+        if events:
+            break
+        await asyncio.sleep(0.5)
+    assert [e.resource["floorwatch.policy"] for e in events] == ["fast-path"]
