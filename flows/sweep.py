@@ -23,9 +23,10 @@ async def sweep_zone(zone: str, probe_kind: str, inventory_path: str) -> dict[st
     inventory = cached_inventory(inventory_path)
     sweep = await probe_zone(inventory, zone, probe_kind)
     detection = detect_incidents(inventory, sweep["targets"])
-    await publish_platform_status(inventory)
+    # Repairs first: the status table can wait a second, a failover should not.
     remediations = [await run_fast_path(opened) for opened in detection["opened"]
                     if opened["policy"] == FAST_PATH_POLICY]
+    await publish_platform_status(inventory)
     elapsed = time.perf_counter() - started
     interval = inventory.sweep_interval(zone, probe_kind)
     if elapsed > interval:
