@@ -176,7 +176,7 @@ def main() -> int:
     finally:
         main_job.send_signal(signal.SIGINT)
         try:
-            main_job.wait(timeout=60)
+            main_job.wait(timeout=120)
         except subprocess.TimeoutExpired:
             main_job.kill()
         log.close()

@@ -31,6 +31,7 @@ REAP_AFTER_S = 15.0  # then this long to be cancelled before they are killed
 # Flow run processes at once: scheduled work (sweeps, delivery, escalation) and, apart from
 # it, runs started on demand (runbooks, acknowledgements, announcements). See ``runners``.
 SCHEDULED_SLOTS = 5
+PREFECT_DB_SOCKET_PORT = 5432  # names the socket file only: the database has no TCP port
 ON_DEMAND_SLOTS = 4
 
 
@@ -150,6 +151,34 @@ async def _serve_until_signalled(deployments: list[Any], drain_s: float = DRAIN_
         watcher.cancel()
 
 
+def start_prefect_database(data_dir: Path) -> tuple[Any, str | None, str]:
+    """Prefect's own database: PostgreSQL when it is installed, else SQLite.
+
+    Under the main job's load (a flow run process every few seconds, each with its task
+    runs, logs and events) Prefect on SQLite logged thousands of "database is locked" errors
+    in the recovery bench, with whole-minute stalls of every flow run. PostgreSQL has no
+    such single writer. It listens on its Unix socket only, in its own 0700 folder, so
+    nobody but its owner can connect. Returns (server or None, URL or None, description).
+    ``FLOORWATCH_PREFECT_DATABASE=sqlite`` chooses SQLite.
+    """
+    if os.environ.get("FLOORWATCH_PREFECT_DATABASE", "").strip().lower() == "sqlite":
+        return None, None, "SQLite (FLOORWATCH_PREFECT_DATABASE=sqlite)"
+    from sandbox.postgres import LocalPostgres
+
+    pg = LocalPostgres(data_dir, PREFECT_DB_SOCKET_PORT, tcp=False)
+    try:
+        pg.start()
+    except SandboxError as exc:
+        return None, None, (f"SQLite, because PostgreSQL could not start in {data_dir}: "
+                            f"{str(exc).splitlines()[0]}")
+    try:
+        pg.create_database("prefect", exist_ok=True)
+    except SandboxError:
+        pg.stop()
+        raise
+    return pg, pg.socket_url("prefect"), f"PostgreSQL in {data_dir} (Unix socket only)"
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -190,6 +219,7 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
     box = None
     sandbox_state = None
     server = None
+    prefect_db = None
     try:
         if sandbox and inventory.sandbox is not None:
             from sandbox.control import Sandbox
@@ -214,7 +244,9 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
         elif sandbox:
             print("no sandbox: the inventory describes a platform, not the sandbox")
 
-        server = PrefectServer(HOME / "prefect", port=port)
+        prefect_db, database_url, described = start_prefect_database(HOME / "prefect-db")
+        print(f"Prefect database: {described}")
+        server = PrefectServer(HOME / "prefect", port=port, database_url=database_url)
         server.start()
         os.environ.update(server.env())
         print(f"Prefect UI: {server.ui_url} (it asks for the API credential in "
@@ -234,14 +266,16 @@ def run_main_job(inventory_path: Path, sandbox: bool, chaos: float, port: int) -
         asyncio.run(_serve_until_signalled(deployments))
     except KeyboardInterrupt:
         pass
-    except SandboxError as exc:
-        print(f"the sandbox could not start: {exc}", file=sys.stderr)
+    except SandboxError as exc:  # the sandbox or Prefect's database
+        print(f"floorwatch: {exc}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up itself is not interrupted
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if server is not None:
             server.stop()
+        if prefect_db is not None:
+            prefect_db.stop()
         if box is not None:
             box.down()
     return 0

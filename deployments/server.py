@@ -4,12 +4,14 @@ orchestration backend and the integration tests' real server."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -62,13 +64,34 @@ def prefect_env(home: Path, port: int, host: str = "127.0.0.1") -> dict[str, str
     }
 
 
+def _die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` asking Linux to send SIGTERM to the server when the process that
+    started it dies, however it dies (even SIGKILL), so no server outlives its main job."""
+    parent = os.getpid()
+
+    def arrange() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request was in place
+            os._exit(1)
+
+    return arrange
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class PrefectServer:
     """``prefect server start`` on 127.0.0.1, healthy when ``start`` returns."""
 
-    def __init__(self, home: Path, port: int = 4200, host: str = "127.0.0.1") -> None:
+    def __init__(self, home: Path, port: int = 4200, host: str = "127.0.0.1",
+                 database_url: str | None = None) -> None:
         self.home = home.resolve()
         self.port = port
         self.host = host
+        # None: Prefect's own SQLite file in ``home``. The URL reaches only the server
+        # process: clients talk to the API, never to the database.
+        self.database_url = database_url
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,12 +117,14 @@ class PrefectServer:
             )
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(self.env())
+        if self.database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
         prefect = Path(sys.executable).with_name("prefect")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(prefect), "server", "start", "--host", self.host, "--port", str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent(),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -51,6 +51,11 @@ from tasks.probes import ProbeContext, run_probe
 AUTOMATION = "automation"
 NOT_ACTIONS = frozenset({"diagnose", "escalate"})
 LOCK_PREFIX = "floorwatch-target-"
+REPAIR_LOCK_PREFIX = "floorwatch-repair-"
+# Runbooks that only look and tell: they never take repair locks (see ``lock_limits``).
+LOOKING_ONLY: frozenset[RunbookName] = frozenset(
+    {RunbookName.DIAGNOSE_TARGET, RunbookName.ESCALATE}
+)
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 DEFAULT_APPROVAL_TIMEOUT_S = 900
 DEFAULT_VERIFY_DEADLINE_S = 60.0
@@ -216,16 +221,15 @@ def hold_over(ctx: RunContext) -> HoldRow | None:
     """The active hold on the run's target or on a target it depends on (the server a
     service runs on), nearest first; None when nothing in its way is held."""
     holds = ctx.store.active_holds()
-    for name in lock_names(ctx.inventory, ctx.target) if holds else ():
+    for name in dependency_chain(ctx.inventory, ctx.target) if holds else ():
         if name in holds:
             return holds[name]
     return None
 
 
 # -- the lock ----------------------------------------------------------------------------
-def lock_names(inventory: Inventory, target: Target) -> list[str]:
-    """The targets a runbook on ``target`` locks: itself, then everything it depends on,
-    directly or not, nearest first."""
+def dependency_chain(inventory: Inventory, target: Target) -> list[str]:
+    """``target``, then everything it depends on, directly or not, nearest first."""
     names: list[str] = []
     todo = [target.name]
     while todo:
@@ -236,13 +240,26 @@ def lock_names(inventory: Inventory, target: Target) -> list[str]:
     return names
 
 
-async def ensure_target_lock(name: str) -> str:
-    """The global concurrency limit (1 slot) guarding ``name``; created on first use."""
+def lock_limits(runbook: RunbookName, inventory: Inventory, target: Target) -> list[str]:
+    """The global concurrency limits a runbook on ``target`` takes, all at once.
+
+    Every runbook takes its target's lock: one runbook per target. One that acts on the
+    platform also takes the repair lock of the target and of everything it depends on, so
+    a restart of a service and one of its server never overlap, while a diagnosis of the
+    server (looking only) does not hold up the repair of a service running on it.
+    """
+    limits = [f"{LOCK_PREFIX}{target.name}"]
+    if runbook not in LOOKING_ONLY:
+        limits += [f"{REPAIR_LOCK_PREFIX}{name}" for name in dependency_chain(inventory, target)]
+    return limits
+
+
+async def ensure_target_lock(limit_name: str) -> str:
+    """The global concurrency limit (1 slot) ``limit_name``; created on first use."""
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    limit_name = f"{LOCK_PREFIX}{name}"
     async with get_client() as client:
         try:
             await client.read_global_concurrency_limit_by_name(limit_name)
@@ -373,9 +390,7 @@ async def run_runbook(
             return report.as_dict()
         from prefect.concurrency.asyncio import concurrency
 
-        # The target and what it depends on (the server an endpoint's service runs on): a
-        # restart of the service and one of its server never run at once. All or nothing.
-        locks = [await ensure_target_lock(name) for name in lock_names(inventory, target)]
+        locks = [await ensure_target_lock(name) for name in lock_limits(runbook, inventory, target)]
         wait = params.lock_timeout_s
         try:
             async with concurrency(locks, occupy=1, timeout_seconds=wait, strict=True):
@@ -383,9 +398,10 @@ async def run_runbook(
                               verify_deadline_s)
         except TimeoutError:
             report.outcome = Outcome.TARGET_BUSY
-            also = [n for n in lock_names(inventory, target) if n != target.name]
+            also = [n for n in dependency_chain(inventory, target)[1:]
+                    if runbook not in LOOKING_ONLY]
             report.reason = (f"{target.name} is busy: another runbook holds it"
-                             + (f" or {', '.join(also)}" if also else "")
+                             + (f" or repairs {', '.join(also)}" if also else "")
                              + f" (waited {wait:g} s); nothing done")
             ctx.timeline("target_busy", report.reason)
             logger.warning(report.reason)

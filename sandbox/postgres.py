@@ -63,7 +63,8 @@ class LocalPostgres:
     """
 
     def __init__(
-        self, data_dir: Path, port: int, host: str = "127.0.0.1", *, fast: bool = False
+        self, data_dir: Path, port: int, host: str = "127.0.0.1", *, fast: bool = False,
+        tcp: bool = True,
     ) -> None:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -77,6 +78,9 @@ class LocalPostgres:
         self.port = port
         self.host = host
         self.fast = fast
+        # tcp=False: only the Unix socket in the data folder (0700), so only the owner of
+        # the folder (and root) can connect at all, trust authentication notwithstanding.
+        self.tcp = tcp
         self.user = SUPERUSER
         self._as_root = os.geteuid() == 0
 
@@ -167,13 +171,18 @@ class LocalPostgres:
         """SQLAlchemy URL of ``dbname`` on this server (trust auth: no password)."""
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{dbname}"
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` and return its SQLAlchemy URL."""
+    def socket_url(self, dbname: str, driver: str = "asyncpg") -> str:
+        """SQLAlchemy URL of ``dbname`` through the Unix socket in the data folder."""
+        return (f"postgresql+{driver}://{self.user}@:{self.port}/{dbname}"
+                f"?host={self.data_dir}")
+
+    def create_database(self, name: str, exist_ok: bool = False) -> str:
+        """Create database ``name`` (kept when ``exist_ok`` and it exists); its URL."""
         if not name or len(name) > 63 or "\x00" in name:
             raise SandboxError(f"invalid PostgreSQL database name {name!r}")
         try:
             with psycopg.connect(
-                host=self.host,
+                host=self.host if self.tcp else str(self.data_dir),
                 port=self.port,
                 user=self.user,
                 dbname="postgres",
@@ -181,6 +190,9 @@ class LocalPostgres:
                 connect_timeout=10,
             ) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.DuplicateDatabase:
+            if not exist_ok:
+                raise SandboxError(f"database {name!r} already exists") from None
         except psycopg.Error as exc:
             raise SandboxError(
                 f"cannot create database {name!r} on {self.host}:{self.port}: {exc}"
@@ -228,9 +240,12 @@ class LocalPostgres:
     def _write_conf(self) -> None:
         socket_dir = str(self.data_dir)
         if len(socket_dir) > SOCKET_PATH_MAX:
+            if not self.tcp:
+                raise SandboxError(f"{self.data_dir} is too long a path for a Unix socket "
+                                   f"(at most {SOCKET_PATH_MAX} characters)")
             socket_dir = ""  # too long for a Unix socket path: TCP on loopback only
         lines = [
-            f"listen_addresses = '{self.host}'",
+            f"listen_addresses = '{self.host if self.tcp else ''}'",
             f"port = {self.port}",
             f"unix_socket_directories = '{socket_dir}'",
             "max_connections = 100",

@@ -4,9 +4,11 @@ deployments, runs one on request, and stops everything on Ctrl-C."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,11 +61,15 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
         inventory = tmp_path / "platform.yaml"
         inventory.write_text(yaml.safe_dump(document, sort_keys=False))
         flags = []
+    # Not pytest's tmp_path (0700): Prefect's PostgreSQL runs as the postgres user, which
+    # must reach its data folder in the job's home.
+    home = Path(tempfile.mkdtemp(prefix="fw-main-"))
+    os.chmod(home, 0o711)
     port = free_base_port(span=1)
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PREFECT_") and k != "FLOORWATCH_DATABASE_URL"}
-    env["FLOORWATCH_HOME"] = str(tmp_path / "home")
+    env["FLOORWATCH_HOME"] = str(home)
     log = (tmp_path / "main.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "floorwatch.cli", "run", *flags, "--port", str(port),
@@ -71,7 +77,7 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        auth_file = tmp_path / "home" / "prefect" / "api-auth"
+        auth_file = home / "prefect" / "api-auth"
         user, _, password = _wait_for(
             lambda: auth_file.exists() and auth_file.read_text().strip(), 60, "the API credential"
         ).partition(":")
@@ -120,7 +126,7 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
 
             _wait_for(scheduled_sweep, 90, "a scheduled sweep to complete")
 
-        store = tmp_path / "home" / "floorwatch.db"
+        store = home / "floorwatch.db"
         assert store.exists()
     finally:
         # Ctrl-C in a terminal (and a service manager's stop) signals the whole process
@@ -134,6 +140,9 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
         log.close()
     output = (tmp_path / "main.log").read_text()
     assert "Prefect UI: http://127.0.0.1:" in output
+    assert f"Prefect database: PostgreSQL in {home / 'prefect-db'}" in output, output
+    assert not (home / "prefect-db" / "postmaster.pid").exists()  # stopped with the job
+    shutil.rmtree(home, ignore_errors=True)
     assert "sandbox in " not in output, output
     assert "sandbox already running" not in output, output
     assert ("no sandbox: the inventory describes a platform" in output) == (not flags), output
@@ -149,3 +158,38 @@ def test_main_job_serves_deployments_runs_one_and_stops_cleanly(
     assert "All deployments have been paused!" in stopping, output
     if "Traceback" in stopping:
         assert "flow run(s) still in progress" in stopping.split("Traceback")[0], output
+
+
+@pytest.mark.slow
+def test_prefect_server_does_not_outlive_a_killed_main_job(tmp_path: Path) -> None:
+    """A main job killed outright (SIGKILL: no clean-up runs) takes its Prefect server with
+    it: the server asked the kernel for a signal when its parent dies."""
+    port = free_base_port(span=1)
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from deployments.server import PrefectServer\n"
+        f"PrefectServer(Path({str(tmp_path / 'prefect')!r}), port={port}).start()\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "up"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code in (
+            200, 401)
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+
+    def server_gone() -> bool:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1)
+        except httpx.HTTPError:
+            return True
+        return False
+
+    _wait_for(server_gone, 30, "the orphaned Prefect server to stop")

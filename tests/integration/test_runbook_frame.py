@@ -96,7 +96,7 @@ async def test_a_runbook_on_a_server_keeps_one_on_its_service_waiting(
 
     on_service = await restart_service(target=TARGET, lock_timeout_s=1, **people("technician"))
     assert on_service["outcome"] == "target_busy", on_service
-    assert "or app-primary" in on_service["reason"]
+    assert "or repairs app-primary" in on_service["reason"]
     assert on_service["steps"] == []
 
     carol = people.enroll("technician", name="carol")
@@ -106,6 +106,25 @@ async def test_a_runbook_on_a_server_keeps_one_on_its_service_waiting(
     report = await asyncio.wait_for(on_server, 90)
     assert report["outcome"] == "resolved", report
     assert "app-primary" not in sandbox_platform.status()["active_faults"]
+
+
+def test_repairs_lock_what_they_touch_and_looking_locks_only_its_target() -> None:
+    """A restart of the game engine takes the engine's target lock and the repair locks of
+    the engine and its server; a diagnosis of the server takes only its own target lock, so
+    it neither waits for nor holds up that repair."""
+    from floorwatch.catalogue import RunbookName
+    from floorwatch.inventory import load_inventory
+    from runbooks.frame import lock_limits
+
+    inventory = load_inventory(Path(__file__).resolve().parents[2] / "inventory.example.yaml")
+    engine, server = inventory.target(TARGET), inventory.target("app-primary")
+    assert lock_limits(RunbookName.RESTART_SERVICE, inventory, engine) == [
+        "floorwatch-target-app-primary-game-engine", "floorwatch-repair-app-primary-game-engine",
+        "floorwatch-repair-app-primary"]
+    assert lock_limits(RunbookName.DIAGNOSE_TARGET, inventory, server) == [
+        "floorwatch-target-app-primary"]
+    restart_server = lock_limits(RunbookName.RESTART_SERVICE, inventory, server)
+    assert set(restart_server) & set(lock_limits(RunbookName.RESTART_SERVICE, inventory, engine))
 
 
 async def test_spent_budget_escalates_instead_of_acting(
