@@ -192,7 +192,7 @@ class LocalPostgres:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.errors.DuplicateDatabase:
             if not exist_ok:
-                raise SandboxError(f"database {name!r} already exists") from None
+                raise SandboxError(f"cannot create database {name!r}: it already exists") from None
         except psycopg.Error as exc:
             raise SandboxError(
                 f"cannot create database {name!r} on {self.host}:{self.port}: {exc}"

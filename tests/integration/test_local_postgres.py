@@ -61,6 +61,30 @@ def test_second_start_on_a_running_server_is_refused(pg_base: Path) -> None:
             server.create_database("postgres")
 
 
+def test_socket_only_server_has_no_tcp_port_and_answers_on_its_socket(pg_base: Path) -> None:
+    """tcp=False: nothing listens on the port; the Unix socket URL reaches the database, and
+    creating it again with exist_ok keeps it."""
+    import socket
+
+    import sqlalchemy
+
+    port = free_port()
+    with LocalPostgres(pg_base / "data", port, fast=True, tcp=False) as server:
+        server.create_database("prefect")
+        server.create_database("prefect", exist_ok=True)
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(
+            ("127.0.0.1", port), timeout=2,
+        ):
+            pass
+        engine = sqlalchemy.create_engine(server.socket_url("prefect", driver="psycopg"))
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(sqlalchemy.text("select current_database()")).scalar() == (
+                    "prefect")
+        finally:
+            engine.dispose()
+
+
 def test_non_loopback_address_is_refused(tmp_path: Path) -> None:
     """LocalPostgres will not listen beyond loopback."""
     with pytest.raises(SandboxError, match="loopback only"):
