@@ -282,7 +282,8 @@ def test_unreachable_primary_is_not_fenced_but_recorded(
     platform: dict[str, Any], sandbox_inventory: Inventory, sandbox_credentials: dict[str, Any],
 ) -> None:
     """Fencing a primary whose sshd refuses connections returns "fencing skipped", records a
-    fence_skipped timeline event and has nothing to undo."""
+    fence_skipped timeline event and still holds the primary (its traffic is gone); the undo
+    releases the hold and has no service to start."""
     from runbooks.fail_over_server import fence_step
     from runbooks.frame import RunbookParams, RunContext
 
@@ -304,9 +305,17 @@ def test_unreachable_primary_is_not_fenced_but_recorded(
                           list(SERVICES), DNS_GATEWAY_NAME)
         output = step.act()
         assert step.rollback is not None
+        held = list(store.active_holds())
         undo = step.rollback()
         events = [(e.kind, e.message) for e in store.events(incident_id)]
+        assert store.active_holds() == {}
     assert output.startswith("fencing skipped: app-primary: SSH connection to 127.0.0.1:")
     assert "fence it by hand" in output
-    assert undo.startswith("nothing to start on app-primary")
-    assert ("fence_skipped", output) in events
+    assert "app-primary held" in output
+    assert held == ["app-primary"]
+    assert undo == ("released the hold on app-primary; nothing to start on app-primary: none "
+                    "of its services was stopped")
+    skipped = [message for kind, message in events if kind == "fence_skipped"]
+    assert len(skipped) == 1
+    assert output.startswith(skipped[0])
+    assert "held" in [kind for kind, _ in events]
