@@ -43,3 +43,15 @@ def test_runbooks_never_wait_behind_sweeps_for_a_process() -> None:
                if d.name not in {"check-inventory", "escalate-unacknowledged",
                                  "deliver-notifications"})
     assert ON_DEMAND_SLOTS >= 2
+
+
+def test_a_sweep_loads_only_the_fast_path_runbooks_its_targets_can_need() -> None:
+    """The DNS sweep loads fail_over_dns, the service sweeps restart_service; the hall's and
+    the providers' sweeps load nothing (no fast-path runbook can act on their targets)."""
+    from flows.sweep import warm_fast_path
+
+    inventory = load_inventory(EXAMPLE)
+    assert warm_fast_path(inventory, "dns", "dns") == ["fail_over_dns"]
+    assert warm_fast_path(inventory, "online-core", "http") == ["restart_service"]
+    assert warm_fast_path(inventory, "hall-1", "terminal") == []
+    assert warm_fast_path(inventory, "providers", "http") == []
