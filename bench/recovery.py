@@ -143,6 +143,7 @@ def main() -> int:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
 
     home = Path(tempfile.mkdtemp(prefix="fw-recovery-"))
+    os.chmod(home, 0o711)  # Prefect's PostgreSQL runs as the postgres user: it must get in
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PREFECT_") and k != "FLOORWATCH_DATABASE_URL"}
     env["FLOORWATCH_HOME"] = str(home)
