@@ -84,6 +84,10 @@ def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.2) -> An
     raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+class Flapping(Exception):
+    """The target flaps: detection opened one `flapping` incident instead of the fault's."""
+
+
 def episode(box: Sandbox, store_url: str, fault: str) -> dict[str, float]:
     inject_into, target, fault_kind = FAULTS[fault]
     injected_at = datetime.now().astimezone()
@@ -93,6 +97,10 @@ def episode(box: Sandbox, store_url: str, fault: str) -> dict[str, float]:
         with Store(store_url) as s:
             found = s.find_open_incident(target, fault_kind)
             if found is None or found.detected_at < injected_at:
+                # Breaking one target again and again is, rightly, flapping: no fault
+                # incident will open for it, so there is nothing to time.
+                if s.find_open_incident(target, "flapping") is not None:
+                    raise Flapping(f"{fault}: {target} is flapping")
                 return None
             return found
 
@@ -169,7 +177,13 @@ def main() -> int:
         settle(store_url)
         for fault in faults:
             for attempt in range(1, args.repeats + 1):
-                figures = episode(box, store_url, fault)
+                try:
+                    figures = episode(box, store_url, fault)
+                except Flapping as exc:
+                    print(f"{fault:<14} #{attempt}: skipped, {exc}; no more runs of it",
+                          flush=True)
+                    settle(store_url)
+                    break
                 results[fault].append(figures)
                 print(f"{fault:<14} #{attempt}: " + "  ".join(
                     f"{k}={v:.2f}" for k, v in figures.items()), flush=True)
