@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from floorwatch.results import now_utc
 from floorwatch.store import Store
 from sandbox.control import Sandbox
+from tests.fixtures.runbooks import paused_run, with_policy
 
 ENGINE = "app-primary-game-engine"
 RESTART_WHAT = f"restart_service on {ENGINE}"
@@ -187,39 +187,6 @@ async def test_administrator_may_plan_a_dns_failover(
     assert mine == ["auth.allowed", "runbook.diagnose", "runbook.replace-record"]
 
 
-def _with_approval_policy(runbook_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-                          tmp_path: Path) -> None:
-    """Point FLOORWATCH_INVENTORY at a copy whose service_down policy needs approval."""
-    document = yaml.safe_load(Path(runbook_env["inventory"]).read_text())
-    document["remediation"]["service_down"]["policy"] = "approval"
-    path = tmp_path / "inventory-approval.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    monkeypatch.setenv("FLOORWATCH_INVENTORY", str(path))
-
-
-async def _paused_run(client: Any) -> Any:
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    for _ in range(120):
-        runs = await client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["restart-service"])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-            ),
-        )
-        if runs:
-            return runs[0]
-        await asyncio.sleep(0.25)
-    raise AssertionError("the runbook never paused for approval")
-
-
 @pytest.mark.parametrize(("role", "wrong_code", "reason"), [
     ("technician", True, "code"),
     ("operator", False, "technician"),
@@ -236,14 +203,14 @@ async def test_approval_by_an_unproven_approver_escalates_and_acts_on_nothing(
 
     from runbooks.restart_service import restart_service
 
-    _with_approval_policy(runbook_env, monkeypatch, tmp_path)
+    with_policy(runbook_env, "approval", monkeypatch, tmp_path)
     sandbox_platform.inject("service_crash", "app-primary")
     incident_id = _incident(runbook_env["store_url"])
     run = asyncio.create_task(restart_service(
         target=ENGINE, incident_id=incident_id, requested_by="automation",
         approval_timeout_s=60,
     ))
-    paused = await _paused_run(prefect_client)
+    paused = await paused_run(prefect_client)
     people = runbook_env["person"]
     approver = people.enroll(role)
     code = people.code(approver)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from floorwatch.results import now_utc
 from floorwatch.store import Store
 from sandbox.control import Sandbox
+from tests.fixtures.runbooks import paused_run, with_policy
 
 TARGET = "app-primary-game-engine"
 
@@ -26,41 +26,35 @@ def _incident(store_url: str, fault: str = "service_down", target: str = TARGET)
                                onset_at=now - timedelta(seconds=5), detected_at=now).id
 
 
-def _with_policy(runbook_env: dict[str, Any], policy: str, monkeypatch: pytest.MonkeyPatch,
-                 tmp_path: Path) -> None:
-    """Point FLOORWATCH_INVENTORY at a copy whose service_down policy is ``policy``."""
-    document = yaml.safe_load(Path(runbook_env["inventory"]).read_text())
-    document["remediation"]["service_down"]["policy"] = policy
-    path = tmp_path / f"inventory-{policy}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    monkeypatch.setenv("FLOORWATCH_INVENTORY", str(path))
-
-
+@pytest.mark.parametrize(("first_target", "busy_reason"), [
+    (TARGET, f"{TARGET} is busy"),
+    ("app-primary", "or repairs app-primary"),
+], ids=["same-target", "its-server"])
 async def test_two_runbooks_on_one_target_only_one_acts(
     runbook_env: dict[str, Any], sandbox_platform: Sandbox, prefect_client: Any,
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, first_target: str, busy_reason: str,
 ) -> None:
-    """While one runbook holds the target (here: waiting for its approval, so the overlap is
-    certain however fast or slow the machine), a second one on the same target cannot take
-    the lock within its timeout, ends as target_busy and acts on nothing; the first, once
-    approved, restarts the service. Exactly one acts."""
+    """While one runbook holds the game engine, or the server it runs on (here: waiting for
+    its approval, so the overlap is certain however fast or slow the machine), a restart of
+    the engine cannot take its locks within its timeout, ends as target_busy and acts on
+    nothing; the first, once approved, restarts the service. Exactly one acts."""
     from prefect.flow_runs import aresume_flow_run
 
     from runbooks.restart_service import restart_service
 
-    _with_policy(runbook_env, "approval", monkeypatch, tmp_path)
+    with_policy(runbook_env, "approval", monkeypatch, tmp_path)
     people = runbook_env["person"]
     sandbox_platform.inject("service_crash", "app-primary")
-    incident_id = _incident(runbook_env["store_url"])
+    incident_id = _incident(runbook_env["store_url"], target=first_target)
     first = asyncio.create_task(restart_service(
-        target=TARGET, incident_id=incident_id, requested_by="automation",
+        target=first_target, incident_id=incident_id, requested_by="automation",
         approval_timeout_s=60,
     ))
-    paused = await _paused_run(prefect_client)
+    paused = await paused_run(prefect_client)
 
     second = await restart_service(target=TARGET, lock_timeout_s=1, **people("technician"))
     assert second["outcome"] == "target_busy", second
-    assert "busy" in second["reason"]
+    assert busy_reason in second["reason"]
     assert second["steps"] == []
     assert sandbox_platform.status()["active_faults"].get("app-primary") == ["service_crash"]
 
@@ -71,40 +65,6 @@ async def test_two_runbooks_on_one_target_only_one_acts(
     report = await asyncio.wait_for(first, 90)
     assert report["outcome"] == "resolved", report
     assert [step["step"] for step in report["steps"]] == ["restart-service"], report["steps"]
-    assert "app-primary" not in sandbox_platform.status()["active_faults"]
-
-
-async def test_a_runbook_on_a_server_keeps_one_on_its_service_waiting(
-    runbook_env: dict[str, Any], sandbox_platform: Sandbox, prefect_client: Any,
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-) -> None:
-    """A runbook locks its target and what the target depends on: while a restart on the
-    server app-primary waits for approval, one on its game-engine endpoint is target_busy."""
-    from prefect.flow_runs import aresume_flow_run
-
-    from runbooks.restart_service import restart_service
-
-    _with_policy(runbook_env, "approval", monkeypatch, tmp_path)
-    people = runbook_env["person"]
-    sandbox_platform.inject("service_crash", "app-primary")
-    incident_id = _incident(runbook_env["store_url"], target="app-primary")
-    on_server = asyncio.create_task(restart_service(
-        target="app-primary", incident_id=incident_id, requested_by="automation",
-        approval_timeout_s=60,
-    ))
-    paused = await _paused_run(prefect_client)
-
-    on_service = await restart_service(target=TARGET, lock_timeout_s=1, **people("technician"))
-    assert on_service["outcome"] == "target_busy", on_service
-    assert "or repairs app-primary" in on_service["reason"]
-    assert on_service["steps"] == []
-
-    carol = people.enroll("technician", name="carol")
-    await aresume_flow_run(paused.id, run_input={
-        "approve": True, "approver": carol, "code": people.code(carol), "reason": "go",
-    })
-    report = await asyncio.wait_for(on_server, 90)
-    assert report["outcome"] == "resolved", report
     assert "app-primary" not in sandbox_platform.status()["active_faults"]
 
 
@@ -157,36 +117,13 @@ async def test_manual_policy_is_not_run_by_automation(
     """A manual policy: a triggered run diagnoses and escalates; it does not restart."""
     from runbooks.restart_service import restart_service
 
-    _with_policy(runbook_env, "manual", monkeypatch, tmp_path)
+    with_policy(runbook_env, "manual", monkeypatch, tmp_path)
     sandbox_platform.inject("service_crash", "app-primary")
     report = await restart_service(target=TARGET, incident_id=_incident(runbook_env["store_url"]),
                                    requested_by="automation")
     assert report["outcome"] == "escalated"
     assert "policy is manual" in report["reason"]
     assert sandbox_platform.status()["active_faults"].get("app-primary") == ["service_crash"]
-
-
-async def _paused_run(client: Any, name: str = "restart-service") -> Any:
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    for _ in range(120):
-        runs = await client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-            ),
-        )
-        if runs:
-            return runs[0]
-        await asyncio.sleep(0.25)
-    raise AssertionError("the runbook never paused for approval")
 
 
 @pytest.mark.parametrize(("approve", "outcome"), [(True, "resolved"), (False, "escalated")])
@@ -200,14 +137,14 @@ async def test_approval_through_the_prefect_api(
 
     from runbooks.restart_service import restart_service
 
-    _with_policy(runbook_env, "approval", monkeypatch, tmp_path)
+    with_policy(runbook_env, "approval", monkeypatch, tmp_path)
     sandbox_platform.inject("service_crash", "app-primary")
     incident_id = _incident(runbook_env["store_url"])
     run = asyncio.create_task(restart_service(
         target=TARGET, incident_id=incident_id, requested_by="automation",
         approval_timeout_s=60,
     ))
-    paused = await _paused_run(prefect_client)
+    paused = await paused_run(prefect_client)
     carol = runbook_env["person"].enroll("technician", name="carol")
     await aresume_flow_run(paused.id, run_input={
         "approve": approve, "approver": carol, "code": runbook_env["person"].code(carol),
@@ -235,7 +172,7 @@ async def test_approval_timeout_escalates(
     """Nobody answers within the approval timeout: the incident is escalated, nothing done."""
     from runbooks.restart_service import restart_service
 
-    _with_policy(runbook_env, "approval", monkeypatch, tmp_path)
+    with_policy(runbook_env, "approval", monkeypatch, tmp_path)
     sandbox_platform.inject("service_crash", "app-primary")
     report = await restart_service(target=TARGET, incident_id=_incident(runbook_env["store_url"]),
                                    requested_by="automation", approval_timeout_s=2)
